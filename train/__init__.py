@@ -1,0 +1,1 @@
+"""scorecritic learning stage: transcriptor, separator, the three training steps, evaluation."""
