@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 
@@ -20,4 +22,164 @@ def main() -> None:
 
 # --- synth-slakh: the demo corpus (prep/synth.py) -------------------------------------------
 
+
+@main.command("synth-slakh")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Corpus root; gets train/, validation/, test/ as in Slakh2100.")
+@click.option("--preset", type=click.Choice(["demo", "bench", "tiny"]), default="demo",
+              show_default=True,
+              help="Size preset: demo 24 x 30 s, bench 200 x 60 s, tiny 6 x 6 s.")
+@click.option("--tracks", type=int, default=None, help="Number of tracks (overrides preset).")
+@click.option("--seconds", type=float, default=None, help="Seconds per track (overrides preset).")
+@click.option("--seed", type=int, default=None, help="Seed of the music (overrides preset).")
+@click.option("--soundfont", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="SF2 file [default: /usr/share/sounds/sf2/FluidR3_GM.sf2].")
+@click.option("--workers", type=int, default=1, show_default=True,
+              help="Tracks rendered in parallel.")
+def synth_slakh_command(out: Path, preset: str, tracks: int | None, seconds: float | None,
+                        seed: int | None, soundfont: Path | None, workers: int) -> None:
+    """Render a demo corpus in Slakh2100's exact layout with FluidSynth.
+
+    Deterministic (same options, same files) and resumable: complete tracks in OUT are kept.
+    """
+    from prep.synth import SynthError, preset_settings, synth_slakh
+
+    try:
+        settings = preset_settings(preset)
+        for key, value in (("tracks", tracks), ("seconds", seconds), ("seed", seed)):
+            if value is not None:
+                settings[key] = value
+        dirs = synth_slakh(out, soundfont=soundfont, workers=workers, **settings)
+    except SynthError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"{out}: {len(dirs)} tracks of {settings['seconds']:g} s "
+               f"(seed {settings['seed']})")
+
+
 # --- build-shards, index, verify, inspect: the shards (prep/build.py, prep/shards.py) -----
+
+
+def _parse_part_option(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, int]:
+    from prep.build import parse_part
+
+    try:
+        return parse_part(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from error
+
+
+@main.command("build-shards")
+@click.option("--slakh-root", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Slakh2100-layout corpus (split folders or flat). "
+                   "[default: $SLAKH_ROOT, else corpus/demo]")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("data"),
+              show_default=True, help="Output folder: OUT/<split>/*.h5 and OUT/manifest.json.")
+@click.option("--instruments", default="piano,guitar,bass", show_default=True,
+              help="Comma-separated classes of the instrument map, in model order.")
+@click.option("--split-scheme", type=click.Choice(["split2", "orig"]), default="split2",
+              show_default=True, help="split2: the paper's Slakh2100-split2; orig: by id range.")
+@click.option("--instrument-map", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="YAML map of classes to GM programs / Slakh patch names "
+                   "[default: prep/data/instrument_map_programs.yaml].")
+@click.option("--stems", type=click.Choice(["eval", "all", "none"]), default="eval",
+              show_default=True, help="Store per-instrument stems for validation/test (eval), "
+                                      "every split (all) or never (none: no evaluation).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Processes, each building whole shards.")
+@click.option("--part", "part", default="1/1", show_default=True, callback=_parse_part_option,
+              help="Build only part I of N (shards k with k % N == I-1); then `prep index`.")
+@click.option("--strict", is_flag=True, help="Exit non-zero if any track was skipped.")
+@click.option("--force", is_flag=True, help="Rebuild shards that are already complete.")
+@click.option("--shard-size-mb", type=click.FloatRange(min=0, min_open=True), default=256.0,
+              show_default=True, help="Target shard size (estimated, uncompressed).")
+@click.option("--n-harmonics", type=click.IntRange(min=1), default=None,
+              help="Harmonics per note L in the harmonic mask [default: prep.features].")
+@click.option("--resample-filter", type=click.Choice(["kaiser_best", "kaiser_fast"]),
+              default="kaiser_best", show_default=True,
+              help="resampy filter to 16 kHz (kaiser_fast: about 2.5x faster).")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def build_shards_command(
+    slakh_root: Path | None, out: Path, instruments: str, split_scheme: str,
+    instrument_map: Path | None, stems: str, workers: int, part: tuple[int, int], strict: bool,
+    force: bool, shard_size_mb: float, n_harmonics: int | None, resample_filter: str,
+    no_progress: bool,
+) -> None:
+    """Build HDF5 training shards from a Slakh2100-layout corpus.
+
+    Mixtures are the sum of the selected instruments' stems (16 kHz mono); bad tracks are
+    skipped with a reason (listed at the end and in OUT/manifest.json). Rerunning resumes.
+    """
+    from prep.build import BuildError, build_shards, default_slakh_root
+    from prep.features import DEFAULT_N_HARMONICS
+
+    try:
+        build_shards(
+            slakh_root if slakh_root is not None else default_slakh_root(), out, instruments,
+            split_scheme=split_scheme, instrument_map=instrument_map, stems=stems,
+            workers=workers, part=part, strict=strict, force=force,
+            shard_size_mb=shard_size_mb,
+            n_harmonics=n_harmonics if n_harmonics is not None else DEFAULT_N_HARMONICS,
+            resample_filter=resample_filter, progress=not no_progress, log=click.echo,
+        )
+    except BuildError as error:
+        raise click.ClickException(str(error)) from error
+
+
+@main.command("index")
+@click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def index_command(out: Path) -> None:
+    """Rebuild OUT/manifest.json from the shard files in OUT (e.g. after `--part` builds)."""
+    from prep.build import index_shards
+    from prep.shards import ShardError
+
+    try:
+        manifest = index_shards(out)
+    except ShardError as error:
+        raise click.ClickException(str(error)) from error
+    tracks = sum(len(s["tracks"]) for s in manifest["shards"])
+    click.echo(f"{out / 'manifest.json'}: {len(manifest['shards'])} shards, {tracks} tracks, "
+               f"hours {manifest['hours']}, {len(manifest['skipped'])} skipped")
+    for problem in manifest.get("problems", []):
+        click.echo(f"note: {problem}", err=True)
+
+
+@main.command("verify")
+@click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def verify_command(out: Path) -> None:
+    """Check the shards in OUT against OUT/manifest.json (checksums, files, schema, shapes).
+
+    Prints every problem, naming the file, and exits with status 1 if there is any.
+    """
+    from prep.shards import verify
+
+    problems = verify(out)
+    for problem in problems:
+        click.echo(problem, err=True)
+    if problems:
+        raise SystemExit(1)
+    click.echo(f"{out}: OK")
+
+
+@main.command("inspect")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--track", "track", default=None, help="Describe this track (e.g. Track00001).")
+@click.option(
+    "--plot",
+    "png",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Save spectrogram, piano roll and harmonic mask of a 4-s window of --track as PNG.",
+)
+@click.option("--start-frame", default=0, show_default=True, help="First frame of the plot.")
+def inspect_command(file: Path, track: str | None, png: Path | None, start_frame: int) -> None:
+    """Describe a shard FILE: its attributes, tracks, datasets and their storage."""
+    from prep.shards import ShardError, inspect_shard, plot_window
+
+    try:
+        click.echo(inspect_shard(file, track))
+        if png is not None:
+            if track is None:
+                raise click.UsageError("--plot needs --track")
+            click.echo(f"wrote {plot_window(file, track, start_frame, png)}")
+    except ShardError as error:
+        raise click.ClickException(str(error)) from error

@@ -1,0 +1,951 @@
+"""The offline build: a Slakh2100-layout corpus -> HDF5 shards + ``manifest.json``.
+
+``build_shards`` (CLI: ``prep build-shards``) runs in two phases:
+
+1. **Plan** (cheap, main process, deterministic): find the tracks, read every
+   ``metadata.yaml``, decide each track's split by its id (:func:`prep.slakh.assign_split`),
+   select the stems of the requested instruments, check that each selected stem has an audio
+   file and a MIDI file, read the audio headers (``soundfile.info``) to estimate the track's
+   size, then pack the tracks of each split, sorted by id, into shards of at most
+   ``shard_size_mb`` (estimated, uncompressed; a track never spans two shards). The shard list
+   is a function of the corpus and the options only, so ``--part I/N`` builds a fixed subset:
+   the shards whose global index k (train, then validation, then test) has ``k % N == I - 1``.
+2. **Build** each shard of this part, track by track (memory is bounded by the longest track):
+   decode each selected stem once (``soundfile``), downmix to mono by averaging the channels,
+   resample to 16 kHz once with ``resampy`` (``kaiser_best`` by default, ``kaiser_fast`` is
+   about 2.5x faster; any input rate; already-16-kHz audio is untouched), sum the stems of
+   a class into that instrument's source s_i; the mixture x = sum_i s_i (never ``mix.flac``:
+   it holds every instrument). Then X = |STFT(x)|, the piano roll Y[t, i, n] of each class from
+   its stems' MIDI files (``pretty_midi``; drum instruments never; notes outside MIDI 21-108
+   dropped and counted), the harmonic mask A and the frame activity.
+
+Balance weights: the frame-wise activity rate r_i of each instrument over the *train* split and
+``prep.features.class_weights(r)`` go into the manifest.
+
+Robustness: a bad track never aborts the run. It is skipped with a one-line reason naming the
+file and the problem, listed in ``manifest.json`` (``skipped``) and in the summary printed at
+the end; ``strict=True`` turns any skip into an error after the build. Reasons: unreadable or
+invalid ``metadata.yaml``; a stem key or folder that is not a plain name (never read outside the
+track folder); split unknown; none of the requested instruments; a selected stem without audio,
+without MIDI, with unreadable/corrupt audio or MIDI, empty or non-finite audio; stems whose
+lengths (at 16 kHz) differ by 1 s or more. Stems differing by less than 1 s are zero-padded to
+the longest, which is recorded in ``warnings``. Stems that are not selected are never opened,
+so a missing unselected stem (Slakh's ``S06``-like unrendered stems) is fine.
+
+Atomic and resumable: each shard is written under a temporary name and renamed when complete
+(``ShardWriter``); then a small build record ``<split>-NNNNN.build.json`` (planned tracks, plan
+key, checksum, skipped tracks, activity counts, timing) is written atomically next to it. A
+rerun keeps every shard whose record matches the plan and whose file matches the recorded
+size and SHA-256, and builds the rest; the manifest is written last, atomically, once every
+planned shard is complete. (A kill between a shard's rename and its record's write rebuilds
+that one shard.) ``force=True`` rebuilds everything. The manifest is
+``prep.shards.manifest_from_shards`` (what ``prep index`` computes from the shard files) plus
+the build records' ``skipped`` and ``warnings``, so a build and ``prep index`` of the same
+shards give the same manifest.
+
+Stems (the per-instrument references, needed for evaluation and the supervised baseline) are
+stored for validation and test with ``stems="eval"`` (default), for every split with ``"all"``,
+never with ``"none"`` (then separation cannot be evaluated from the shards).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import resource
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+
+from prep import features
+from prep.features import SAMPLE_RATE, FeatureParams
+from prep.shards import (
+    DEFAULT_TARGET_SHARD_BYTES,
+    FORMAT_VERSION,
+    ShardError,
+    ShardRecord,
+    ShardWriter,
+    TrackArrays,
+    manifest_from_shards,
+    sha256_file,
+    shard_path,
+    write_manifest,
+)
+from prep.slakh import (
+    OMITTED_FOLDER,
+    SPLITS,
+    SlakhError,
+    SlakhTrack,
+    TrackMetadata,
+    assign_split,
+    find_tracks,
+    load_instrument_map,
+    parse_instruments,
+    read_metadata,
+    select_stems,
+)
+
+STEMS_MODES = ("eval", "all", "none")
+# resampy filters: kaiser_best (resampy's default, most accurate) or kaiser_fast (about 2.5x
+# faster, wider transition band below the new Nyquist).
+RESAMPLE_FILTERS = ("kaiser_best", "kaiser_fast")
+DEFAULT_RESAMPLE_FILTER = "kaiser_best"
+MAX_LENGTH_MISMATCH_S = 1.0  # stems differing by less are zero-padded, by more: track skipped
+BUILD_RECORD_SUFFIX = ".build.json"
+DEFAULT_SLAKH_ROOT = Path("corpus/demo")
+SHARD_NAME_RE = re.compile(r"^(train|validation|test)-(\d{5})(\.h5|\.build\.json)$")
+
+
+class BuildError(RuntimeError):
+    """The build cannot produce a usable output (e.g. zero usable tracks)."""
+
+
+class StrictError(BuildError):
+    """``strict=True`` and some tracks were skipped (the output was still written)."""
+
+
+class TrackSkip(Exception):
+    """A track cannot be used; the message names the file and the problem."""
+
+
+# --------------------------------------------------------------------------------------------
+# Plan
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrackPlan:
+    """A usable-looking track: its split, selected stems and their files (relative paths)."""
+
+    track_id: str
+    split: str
+    path: Path  # the track folder
+    stems: dict[str, list[str]]  # instrument -> stem keys, for every requested instrument
+    audio_files: dict[str, str]  # stem key -> path relative to the track folder
+    midi_files: dict[str, str]
+    file_sizes: dict[str, int]  # relative path -> bytes (part of the plan key)
+    n_samples: int  # estimated at 16 kHz (longest stem)
+    est_bytes: int
+
+    @property
+    def hours(self) -> float:
+        return self.n_samples / SAMPLE_RATE / 3600
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    """One planned shard: its split, index within the split, global index and tracks."""
+
+    split: str
+    index: int
+    global_index: int
+    tracks: tuple[TrackPlan, ...]
+
+    @property
+    def name(self) -> str:
+        return f"{self.split}-{self.index:05d}"
+
+    def path(self, out: Path) -> Path:
+        return shard_path(out, self.split, self.index)
+
+    def record_path(self, out: Path) -> Path:
+        return Path(out) / self.split / f"{self.name}{BUILD_RECORD_SUFFIX}"
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    """Everything besides the tracks that determines the bytes of a shard."""
+
+    instruments: tuple[str, ...]
+    feature_params: FeatureParams
+    stems: str
+    source: dict[str, Any]  # shard root attrs: source_corpus, split_scheme, instrument_map, ...
+    resample_filter: str = DEFAULT_RESAMPLE_FILTER  # also in source, hence in the plan key
+
+    def stores_stems(self, split: str) -> bool:
+        return self.stems == "all" or (self.stems == "eval" and split in ("validation", "test"))
+
+    def to_key_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "instruments": list(self.instruments),
+            "feature_params": self.feature_params.to_dict(),
+            "stems": self.stems,
+            "source": self.source,
+        }
+
+
+@dataclass
+class Plan:
+    """The result of planning: shards to build and tracks skipped before decoding."""
+
+    shards: list[ShardPlan]
+    skipped: list[dict[str, str]]
+    settings: BuildSettings
+
+    def shard_key(self, shard: ShardPlan) -> str:
+        """Hash of what determines the shard's bytes: settings, tracks, stem files and sizes."""
+        content = {
+            "settings": self.settings.to_key_dict(),
+            "shard": shard.name,
+            # the first shard's build record carries the tracks skipped while planning
+            "planning_skipped": self.skipped if shard.global_index == 0 else [],
+            "tracks": [
+                {
+                    "track_id": t.track_id,
+                    "stems": t.stems,
+                    "audio": t.audio_files,
+                    "midi": t.midi_files,
+                    "sizes": t.file_sizes,
+                }
+                for t in shard.tracks
+            ],
+        }
+        text = json.dumps(content, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+def estimate_track_bytes(n_samples: int, n_instruments: int, with_stems: bool) -> int:
+    """Uncompressed size of a stored track (mix, stems, float16 spec, roll, packed mask)."""
+    frames = features.n_frames(n_samples)
+    audio = 4 * n_samples * (1 + (n_instruments if with_stems else 0))
+    frame_bytes = frames * (2 * features.N_BINS + n_instruments * (features.N_PITCHES + 129 + 1))
+    return audio + frame_bytes
+
+
+def _stem_files(
+    meta: TrackMetadata, selected: dict[str, list[str]]
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Audio and MIDI files of the selected stems; TrackSkip naming the first missing one."""
+    audio_files: dict[str, str] = {}
+    midi_files: dict[str, str] = {}
+    for name, keys in selected.items():
+        for key in keys:
+            audio = meta.audio_path(key)
+            midi = meta.midi_path(key)
+            if audio is None and midi is None:
+                raise TrackSkip(
+                    f"{meta.expected_audio_path(key)}: selected {name} stem {key} has neither "
+                    f"audio nor MIDI ({meta.expected_midi_path(key).name})"
+                )
+            if audio is None:
+                raise TrackSkip(f"{meta.expected_audio_path(key)}: missing audio of selected "
+                                f"{name} stem {key} (no .flac or .wav)")
+            if midi is None:
+                raise TrackSkip(f"{meta.expected_midi_path(key)}: missing MIDI of selected "
+                                f"{name} stem {key}")
+            audio_files[key] = audio.relative_to(meta.track_dir).as_posix()
+            midi_files[key] = midi.relative_to(meta.track_dir).as_posix()
+    return audio_files, midi_files
+
+
+def _estimated_samples(audio: Path) -> int:
+    """Length at 16 kHz from the audio header (TrackSkip when the header is unreadable)."""
+    try:
+        info = sf.info(str(audio))
+    except Exception as exc:  # soundfile raises several types for bad files
+        raise TrackSkip(f"{audio}: unreadable audio ({_one_line(exc)})") from exc
+    if info.frames <= 0 or info.samplerate <= 0:
+        raise TrackSkip(f"{audio}: empty audio ({info.frames} frames at {info.samplerate} Hz)")
+    # resampy's output length is int(n * sr_new / sr_orig)
+    return int(info.frames * SAMPLE_RATE / info.samplerate)
+
+
+def plan_track(
+    track: SlakhTrack, split_scheme: str, instrument_map, instruments: Sequence[str],
+    stems_mode: str,
+) -> TrackPlan:
+    """Plan one track (no audio decoded). Raises TrackSkip / SlakhError with the reason."""
+    if track.folder_split == OMITTED_FOLDER:
+        raise TrackSkip(f"{track.path}: in {OMITTED_FOLDER}/ (Slakh2100-redux leaves these out)")
+    split = assign_split(track.track_id, split_scheme, track.folder_split)
+    meta = read_metadata(track.path)
+    selected = select_stems(meta, instrument_map, instruments)
+    if not any(selected.values()):
+        raise TrackSkip(f"{meta.path}: none of the requested instruments "
+                        f"({', '.join(instruments)}) among its stems")
+    audio_files, midi_files = _stem_files(meta, selected)
+    n_samples = max(_estimated_samples(track.path / rel) for rel in audio_files.values())
+    sizes = {rel: (track.path / rel).stat().st_size
+             for rel in [*audio_files.values(), *midi_files.values()]}
+    with_stems = stems_mode == "all" or (stems_mode == "eval" and split != "train")
+    return TrackPlan(
+        track_id=track.track_id,
+        split=split,
+        path=track.path,
+        stems=selected,
+        audio_files=audio_files,
+        midi_files=midi_files,
+        file_sizes=sizes,
+        n_samples=n_samples,
+        est_bytes=estimate_track_bytes(n_samples, len(instruments), with_stems),
+    )
+
+
+def pack_shards(tracks: Sequence[TrackPlan], shard_bytes: int) -> list[ShardPlan]:
+    """Pack tracks into shards: per split (train, validation, test), sorted by id, greedily
+    up to ``shard_bytes`` estimated bytes (at least one track per shard)."""
+    shards: list[ShardPlan] = []
+    for split in SPLITS:
+        in_split = sorted((t for t in tracks if t.split == split), key=lambda t: t.track_id)
+        current: list[TrackPlan] = []
+        size = 0
+        for track in in_split:
+            if current and size + track.est_bytes > shard_bytes:
+                shards.append(ShardPlan(split, _count(shards, split), len(shards), tuple(current)))
+                current, size = [], 0
+            current.append(track)
+            size += track.est_bytes
+        if current:
+            shards.append(ShardPlan(split, _count(shards, split), len(shards), tuple(current)))
+    return shards
+
+
+def _count(shards: Sequence[ShardPlan], split: str) -> int:
+    return sum(1 for s in shards if s.split == split)
+
+
+def make_plan(
+    slakh_root: Path,
+    instruments: Sequence[str],
+    instrument_map,
+    settings: BuildSettings,
+    split_scheme: str,
+    shard_bytes: int,
+) -> Plan:
+    """Discover and plan every track of the corpus (see the module docstring, phase 1)."""
+    skipped: list[dict[str, str]] = []
+    planned: list[TrackPlan] = []
+    seen: dict[str, Path] = {}
+    for track in find_tracks(slakh_root):
+        if track.track_id in seen:
+            skipped.append({"track": track.track_id,
+                            "reason": f"{track.path}: duplicate of {seen[track.track_id]}"})
+            continue
+        seen[track.track_id] = track.path
+        try:
+            planned.append(plan_track(track, split_scheme, instrument_map, instruments,
+                                      settings.stems))
+        except (TrackSkip, SlakhError) as exc:
+            skipped.append({"track": track.track_id, "reason": str(exc)})
+        except OSError as exc:  # permissions, vanished files, I/O errors
+            skipped.append({"track": track.track_id,
+                            "reason": f"{exc.filename or track.path}: {_one_line(exc)}"})
+    return Plan(pack_shards(planned, shard_bytes), skipped, settings)
+
+
+# --------------------------------------------------------------------------------------------
+# Per-track processing
+# --------------------------------------------------------------------------------------------
+
+_RESAMPY_WARM = False
+
+
+def warm_resampy() -> float:
+    """JIT-compile resampy once per process (its first call compiles); returns seconds."""
+    global _RESAMPY_WARM
+    if _RESAMPY_WARM:
+        return 0.0
+    import resampy
+
+    start = time.perf_counter()
+    # numba compiles per argument types, not per filter: one call warms every filter
+    resampy.resample(np.zeros(4410, dtype=np.float32), 44100, SAMPLE_RATE)
+    _RESAMPY_WARM = True
+    return time.perf_counter() - start
+
+
+def load_stem_audio(
+    path: Path, resample_filter: str = DEFAULT_RESAMPLE_FILTER
+) -> tuple[np.ndarray, int]:
+    """Decode a stem, downmix to mono (channel mean), resample to 16 kHz with resampy.
+
+    Returns:
+        (float32 [n] at 16 kHz, the file's sample rate). Raises TrackSkip naming the file.
+    """
+    import resampy
+
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as exc:  # soundfile raises LibsndfileError, RuntimeError, ...
+        raise TrackSkip(f"{path}: unreadable audio ({_one_line(exc)})") from exc
+    if data.shape[0] == 0:
+        raise TrackSkip(f"{path}: empty audio")
+    mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    if not np.all(np.isfinite(mono)):
+        raise TrackSkip(f"{path}: non-finite samples")
+    if rate != SAMPLE_RATE:
+        mono = resampy.resample(mono, rate, SAMPLE_RATE, filter=resample_filter)
+    return np.ascontiguousarray(mono, dtype=np.float32), int(rate)
+
+
+def load_stem_notes(path: Path) -> list[tuple[int, float, float]]:
+    """(pitch, start_s, end_s) of every non-drum note of a MIDI file; TrackSkip naming it."""
+    import pretty_midi
+
+    try:
+        with warnings.catch_warnings():
+            # pretty_midi warns about tempo/key events on non-zero tracks; harmless here.
+            warnings.simplefilter("ignore")
+            midi = pretty_midi.PrettyMIDI(str(path))
+    except Exception as exc:  # mido/pretty_midi raise OSError, EOFError, ValueError, KeyError...
+        raise TrackSkip(f"{path}: unreadable MIDI ({_one_line(exc)})") from exc
+    return [
+        (note.pitch, float(note.start), float(note.end))
+        for instrument in midi.instruments
+        if not instrument.is_drum
+        for note in instrument.notes
+    ]
+
+
+@dataclass
+class TrackResult:
+    """A processed track plus what the build record keeps about it."""
+
+    arrays: TrackArrays
+    active_frames: np.ndarray  # [I] frames in which each instrument is active
+    warnings: list[str]
+    decode_cpu_s: float  # CPU seconds (all threads) decoding and resampling
+    total_cpu_s: float
+
+
+def process_track(plan: TrackPlan, settings: BuildSettings) -> TrackResult:
+    """Decode, mix and featurise one track (see the module docstring, phase 2)."""
+    start = time.process_time()
+    instruments = settings.instruments
+    notes_warning: list[str] = []
+    decoded: dict[str, np.ndarray] = {}
+    rates: dict[str, int] = {}
+    for key, rel in plan.audio_files.items():
+        decoded[key], rates[key] = load_stem_audio(plan.path / rel, settings.resample_filter)
+    decode_cpu_s = time.process_time() - start
+
+    # Equal lengths: Slakh renders every stem to the same length; small differences (other
+    # renderers, resampling from different rates) are zero-padded, large ones are an error.
+    lengths = {key: len(wave) for key, wave in decoded.items()}
+    n_samples = max(lengths.values())
+    shortest = min(lengths, key=lengths.__getitem__)
+    longest = max(lengths, key=lengths.__getitem__)
+    if n_samples - lengths[shortest] >= MAX_LENGTH_MISMATCH_S * SAMPLE_RATE:
+        raise TrackSkip(
+            f"{plan.path / plan.audio_files[shortest]}: {lengths[shortest] / SAMPLE_RATE:.2f} s "
+            f"but {plan.audio_files[longest]} is {n_samples / SAMPLE_RATE:.2f} s (stems differ "
+            f"by {MAX_LENGTH_MISMATCH_S:g} s or more)"
+        )
+    sources = np.zeros((len(instruments), n_samples), dtype=np.float32)
+    for index, name in enumerate(instruments):
+        for key in plan.stems[name]:
+            wave = decoded.pop(key)  # free each stem once summed
+            if len(wave) < n_samples:
+                notes_warning.append(f"{plan.audio_files[key]} zero-padded by "
+                                     f"{n_samples - len(wave)} samples to the longest stem")
+            sources[index, : len(wave)] += wave
+    mix = sources.sum(axis=0)  # x = sum_i s_i over the selected instruments only
+
+    n_frames = features.n_frames(n_samples)
+    roll = np.zeros((n_frames, len(instruments), features.N_PITCHES), dtype=bool)
+    dropped_notes = 0
+    for index, name in enumerate(instruments):
+        notes: list[tuple[int, float, float]] = []
+        for key in plan.stems[name]:
+            notes.extend(load_stem_notes(plan.path / plan.midi_files[key]))
+        dropped_notes += features.count_out_of_range(notes)
+        # union of the class's stems = roll of all their notes together
+        roll[:, index] = features.piano_roll(notes, n_frames)
+    if dropped_notes:
+        notes_warning.append(f"{dropped_notes} notes outside MIDI "
+                             f"{features.MIDI_MIN}-{features.MIDI_MAX} dropped")
+
+    spec = features.magnitude_spectrogram(mix)
+    mask = features.harmonic_mask(
+        roll,
+        n_harmonics=settings.feature_params.n_harmonics,
+        tolerance_bins=settings.feature_params.tolerance_bins,
+        tuning_hz=settings.feature_params.tuning_hz,
+    )
+    activity = features.frame_activity(roll)
+    attrs = {
+        "source_stems": plan.stems,
+        "source_sample_rates": dict(sorted(rates.items())),
+        "dropped_notes": dropped_notes,
+    }
+    arrays = TrackArrays(
+        track_id=plan.track_id,
+        mix=mix,
+        stems=sources if settings.stores_stems(plan.split) else None,
+        spec=spec,
+        roll=roll,
+        harmonic_mask=mask,
+        activity=activity,
+        attrs=attrs,
+    )
+    return TrackResult(
+        arrays=arrays,
+        active_frames=activity.sum(axis=0).astype(np.int64),
+        warnings=[f"{plan.path}: {w}" for w in notes_warning],
+        decode_cpu_s=decode_cpu_s,
+        total_cpu_s=time.process_time() - start,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Per-shard building (runs in a worker)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ShardOutcome:
+    """The build record of one shard (written as ``<split>-NNNNN.build.json``)."""
+
+    shard: str
+    split: str
+    plan_key: str
+    planned: list[str]
+    record: dict[str, Any] | None  # ShardRecord.to_dict(), None if every track was skipped
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    warnings: list[dict[str, str]] = field(default_factory=list)
+    active_frames: list[int] = field(default_factory=list)
+    frames: int = 0
+    samples: int = 0
+    planning_skipped: list[dict[str, str]] = field(default_factory=list)
+    timing: dict[str, float] = field(default_factory=dict)  # not part of any checksum
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _write_json_atomic(path: Path, content: Any) -> None:
+    temp = path.with_name(f".{path.name}.partial")
+    with open(temp, "w", encoding="utf-8") as handle:
+        json.dump(content, handle, indent=1, sort_keys=True)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temp, path)
+
+
+def build_one_shard(
+    shard: ShardPlan, plan_key: str, settings: BuildSettings, out: Path,
+    planning_skipped: list[dict[str, str]], single_thread: bool,
+    on_track: Callable[[TrackPlan], None] | None = None,
+) -> ShardOutcome:
+    """Build one shard (whole tracks, in id order) and its build record; returns the record."""
+    if single_thread:
+        import torch
+
+        torch.set_num_threads(1)  # one process per core: no oversubscription
+    warm_s = warm_resampy()
+    start, start_cpu = time.perf_counter(), time.process_time()
+    outcome = ShardOutcome(
+        shard=shard.name, split=shard.split, plan_key=plan_key,
+        planned=[t.track_id for t in shard.tracks], record=None,
+        active_frames=[0] * len(settings.instruments), planning_skipped=planning_skipped,
+    )
+    decode_cpu_s = 0.0
+    process_cpu_s = 0.0
+    writer: ShardWriter | None = None
+    try:
+        for track in shard.tracks:
+            try:
+                result = process_track(track, settings)
+            except TrackSkip as exc:
+                outcome.skipped.append({"track": track.track_id, "reason": str(exc)})
+                continue
+            except Exception as exc:  # never abort the run for one track; reported as a skip
+                outcome.skipped.append({"track": track.track_id, "reason":
+                                        f"{track.path}: unexpected {type(exc).__name__}: "
+                                        f"{_one_line(exc)}"})
+                continue
+            finally:
+                if on_track is not None:
+                    on_track(track)
+            decode_cpu_s += result.decode_cpu_s
+            process_cpu_s += result.total_cpu_s
+            if writer is None:
+                writer = ShardWriter(shard.path(out), split=shard.split,
+                                     instruments=list(settings.instruments),
+                                     feature_params=settings.feature_params,
+                                     source=settings.source)
+            try:
+                writer.add_track(result.arrays)  # validates before writing anything
+            except ShardError as exc:
+                outcome.skipped.append({"track": track.track_id,
+                                        "reason": f"{track.path}: {_one_line(exc)}"})
+                continue
+            outcome.warnings.extend({"track": track.track_id, "warning": w}
+                                    for w in result.warnings)
+            outcome.active_frames = [a + int(b) for a, b in
+                                     zip(outcome.active_frames, result.active_frames, strict=True)]
+            outcome.frames += int(result.arrays.spec.shape[0])
+            outcome.samples += int(result.arrays.mix.shape[0])
+            del result
+        if writer is not None:
+            record: ShardRecord = writer.close()
+            outcome.record = record.to_dict()
+        else:
+            shard.path(out).unlink(missing_ok=True)  # a stale file from an older plan
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    outcome.timing = {
+        "warmup_s": warm_s,
+        "decode_resample_cpu_s": decode_cpu_s,
+        "process_cpu_s": process_cpu_s,
+        "total_cpu_s": time.process_time() - start_cpu,  # incl. MIDI, features and writing
+        "total_s": time.perf_counter() - start,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    _write_json_atomic(shard.record_path(out), outcome.to_json())
+    return outcome
+
+
+def load_complete_outcome(shard: ShardPlan, plan_key: str, out: Path) -> ShardOutcome | None:
+    """The build record of a finished shard that matches the plan, else None (rebuild it)."""
+    record_path = shard.record_path(out)
+    if not record_path.is_file():
+        return None
+    try:
+        content = json.loads(record_path.read_text(encoding="utf-8"))
+        outcome = ShardOutcome(**content)
+    except (OSError, ValueError, TypeError):
+        return None
+    if outcome.plan_key != plan_key or outcome.planned != [t.track_id for t in shard.tracks]:
+        return None
+    path = shard.path(out)
+    if outcome.record is None:
+        return None if path.exists() else outcome
+    if not path.is_file() or path.stat().st_size != outcome.record["bytes"]:
+        return None
+    if sha256_file(path) != outcome.record["sha256"]:
+        return None
+    return outcome
+
+
+# --------------------------------------------------------------------------------------------
+# Manifest
+# --------------------------------------------------------------------------------------------
+
+
+def read_build_records(out: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """All build records under OUT (sorted by path), and records that could not be read."""
+    records, problems = [], []
+    for path in sorted(Path(out).glob(f"*/*{BUILD_RECORD_SUFFIX}")):
+        try:
+            records.append(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError) as exc:
+            problems.append(f"{path}: unreadable build record ({_one_line(exc)})")
+    return records, problems
+
+
+def assemble_manifest(out: Path) -> dict[str, Any]:
+    """``manifest_from_shards(out)`` plus the build records' skipped tracks and warnings.
+
+    Used by both ``build_shards`` and ``prep index``, so the two agree.
+    """
+    manifest = manifest_from_shards(out)
+    records, problems = read_build_records(out)
+    skipped: list[dict[str, str]] = []
+    notes: list[dict[str, str]] = []
+    for record in records:
+        skipped.extend(record.get("planning_skipped", []))
+        skipped.extend(record.get("skipped", []))
+        notes.extend(record.get("warnings", []))
+    built = {record["record"]["path"] for record in records if record.get("record")}
+    for entry in manifest["shards"]:
+        if entry["path"] not in built:
+            problems.append(f"{out / entry['path']}: no build record; its skipped tracks, if "
+                            "any, are unknown")
+    manifest["skipped"] = sorted(skipped, key=lambda s: (s["track"], s["reason"]))
+    manifest["warnings"] = sorted(notes, key=lambda w: (w["track"], w["warning"]))
+    manifest["problems"] = problems
+    return manifest
+
+
+def index_shards(out: Path) -> dict[str, Any]:
+    """``prep index OUT``: rebuild ``OUT/manifest.json`` from the shard files (and their build
+    records, for skipped tracks); returns the manifest."""
+    manifest = assemble_manifest(Path(out))
+    write_manifest(Path(out), manifest)
+    return manifest
+
+
+# --------------------------------------------------------------------------------------------
+# Driver
+# --------------------------------------------------------------------------------------------
+
+
+def default_slakh_root() -> Path:
+    """``$SLAKH_ROOT`` if set, else the demo corpus ``corpus/demo`` (what ``make demo`` renders)."""
+    env = os.environ.get("SLAKH_ROOT")
+    return Path(env) if env else DEFAULT_SLAKH_ROOT
+
+
+def parse_part(text: str) -> tuple[int, int]:
+    """``"I/N"`` -> (I, N) with 1 <= I <= N."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not match:
+        raise ValueError(f"--part must look like I/N (e.g. 1/4), got {text!r}")
+    index, count = int(match.group(1)), int(match.group(2))
+    if not 1 <= index <= count:
+        raise ValueError(f"--part {text}: need 1 <= I <= N")
+    return index, count
+
+
+def _remove_stale(out: Path, shards: Sequence[ShardPlan]) -> list[Path]:
+    """Delete shard files, partials and build records that the plan does not name."""
+    planned = {s.name for s in shards}
+    removed = []
+    for split in SPLITS:
+        folder = out / split
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.iterdir()):
+            name = path.name[1:-len(".partial")] if (
+                path.name.startswith(".") and path.name.endswith(".partial")) else path.name
+            match = SHARD_NAME_RE.match(name)
+            if match and f"{match.group(1)}-{match.group(2)}" not in planned:
+                path.unlink()
+                removed.append(path)
+    return removed
+
+
+def build_shards(
+    slakh_root: Path,
+    out: Path,
+    instruments: Sequence[str] | str,
+    split_scheme: str = "split2",
+    instrument_map: Path | None = None,
+    stems: str = "eval",
+    workers: int = 1,
+    part: tuple[int, int] = (1, 1),
+    strict: bool = False,
+    force: bool = False,
+    shard_size_mb: float = DEFAULT_TARGET_SHARD_BYTES / 2**20,
+    n_harmonics: int = features.DEFAULT_N_HARMONICS,
+    resample_filter: str = DEFAULT_RESAMPLE_FILTER,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Build HDF5 shards and ``OUT/manifest.json`` from a Slakh2100-layout corpus.
+
+    Args:
+        slakh_root: corpus root (split folders or flat).
+        out: output folder (``OUT/<split>/<split>-NNNNN.h5``, ``OUT/manifest.json``).
+        instruments: class names of the instrument map, e.g. ``["piano", "guitar", "bass"]``
+            (order = the instrument index i of Y[i, n, t]).
+        split_scheme: ``split2`` (paper) or ``orig``.
+        instrument_map: YAML map (``None``: ``prep/data/instrument_map_programs.yaml``).
+        stems: ``eval`` (store stems for validation/test), ``all`` or ``none``.
+        workers: processes (joblib), each building whole shards.
+        part: (I, N): build only the shards k with ``k % N == I - 1``.
+        strict: raise :class:`StrictError` (after writing everything) if any track was skipped.
+        force: rebuild shards even when a matching finished one exists.
+        shard_size_mb: target shard size, on the estimated uncompressed track sizes.
+        n_harmonics: L, harmonics per note in the harmonic mask A.
+        resample_filter: resampy filter, ``kaiser_best`` or ``kaiser_fast``.
+        progress: show a tqdm progress bar (tracks, audio hours per second).
+        log: where summary lines go (default: print to stdout).
+
+    Returns:
+        The manifest when every planned shard is complete (always for ``part=(1, 1)``);
+        otherwise a dict ``{"complete": False, "built": [...], "pending": [...],
+        "skipped": [...]}`` (run the other parts, then ``prep index OUT``).
+
+    Raises:
+        BuildError: bad options, no track found, or zero usable tracks.
+        StrictError: ``strict`` and some tracks were skipped.
+    """
+    started = time.perf_counter()
+    say = log or print
+    slakh_root, out = Path(slakh_root), Path(out)
+    if stems not in STEMS_MODES:
+        raise BuildError(f"--stems must be one of {STEMS_MODES}, got {stems!r}")
+    part_index, part_count = part
+    if not 1 <= part_index <= part_count:
+        raise BuildError(f"part {part_index}/{part_count}: need 1 <= I <= N")
+    if workers < 1:
+        raise BuildError(f"workers must be >= 1, got {workers}")
+    if resample_filter not in RESAMPLE_FILTERS:
+        raise BuildError(f"resample filter must be one of {RESAMPLE_FILTERS}, "
+                         f"got {resample_filter!r}")
+    if shard_size_mb <= 0:
+        raise BuildError(f"shard size must be > 0 MB, got {shard_size_mb}")
+    try:
+        imap = load_instrument_map(instrument_map)
+        names = parse_instruments(instruments, imap)
+        params = FeatureParams(n_harmonics=n_harmonics)
+        if not slakh_root.is_dir():
+            raise SlakhError(f"{slakh_root}: corpus root is not a directory (set --slakh-root "
+                             "or $SLAKH_ROOT; `make demo` renders the demo corpus to corpus/demo)")
+    except (SlakhError, ValueError) as exc:
+        raise BuildError(str(exc)) from exc
+
+    source = {
+        "source_corpus": str(slakh_root.resolve()),
+        "split_scheme": split_scheme,
+        "stems_mode": stems,
+        "resample_filter": f"resampy {resample_filter}",
+        "instrument_map": imap.to_dict(),
+    }
+    settings = BuildSettings(tuple(names), params, stems, source, resample_filter)
+    plan = make_plan(slakh_root, names, imap, settings, split_scheme,
+                     int(shard_size_mb * 2**20))
+    if not plan.shards:
+        detail = "".join(f"\n  {s['track']}: {s['reason']}" for s in plan.skipped[:20])
+        raise BuildError(f"{slakh_root}: zero usable tracks ({len(plan.skipped)} found, all "
+                         f"skipped){detail}")
+
+    out.mkdir(parents=True, exist_ok=True)
+    for path in _remove_stale(out, plan.shards):
+        say(f"removed stale {path} (not in the current plan)")
+    keys = {s.name: plan.shard_key(s) for s in plan.shards}
+    mine = [s for s in plan.shards if s.global_index % part_count == part_index - 1]
+    outcomes: dict[str, ShardOutcome] = {}
+    todo: list[ShardPlan] = []
+    for shard in mine:
+        done = None if force else load_complete_outcome(shard, keys[shard.name], out)
+        if done is not None:
+            outcomes[shard.name] = done
+        else:
+            shard.path(out).unlink(missing_ok=True)
+            shard.record_path(out).unlink(missing_ok=True)
+            todo.append(shard)
+    if outcomes:
+        say(f"resuming: {len(outcomes)} finished shard(s) kept, {len(todo)} to build")
+
+    # Tracks skipped while planning travel in the first shard's build record.
+    first = plan.shards[0].name
+    built_now: list[ShardOutcome] = []
+    for shard_outcome in _run_shards(todo, keys, settings, out, plan.skipped, first, workers,
+                                     progress):
+        outcomes[shard_outcome.shard] = shard_outcome
+        built_now.append(shard_outcome)
+
+    # Shards of other parts count when they are already complete (checked once, here).
+    for shard in plan.shards:
+        if shard.name not in outcomes:
+            done = load_complete_outcome(shard, keys[shard.name], out)
+            if done is not None:
+                outcomes[shard.name] = done
+    pending = [s.name for s in plan.shards if s.name not in outcomes]
+    skipped = plan.skipped + [s for o in outcomes.values() for s in o.skipped]
+    if pending:
+        _print_summary(say, [outcomes[s.name] for s in mine if s.name in outcomes], built_now,
+                       skipped, started, complete=False)
+        say(f"part {part_index}/{part_count} done; {len(pending)} shard(s) of other parts "
+            "pending: run them, then `prep index OUT`")
+        result: dict[str, Any] = {"complete": False, "built": sorted(outcomes),
+                                  "pending": pending, "skipped": skipped}
+        if strict and skipped:
+            raise StrictError(f"--strict: {len(skipped)} track(s) skipped")
+        return result
+    if not any(o.record for o in outcomes.values()):
+        raise BuildError(f"{slakh_root}: zero usable tracks (every planned track failed; "
+                         "see the reasons above)")
+    manifest = assemble_manifest(out)
+    write_manifest(out, manifest)
+    _print_summary(say, [outcomes[s.name] for s in plan.shards], built_now, manifest["skipped"],
+                   started, complete=True, manifest=manifest)
+    if strict and manifest["skipped"]:
+        raise StrictError(f"--strict: {len(manifest['skipped'])} track(s) skipped "
+                          f"(listed in {out / 'manifest.json'})")
+    return manifest
+
+
+def _run_shards(
+    todo: Sequence[ShardPlan], keys: dict[str, str], settings: BuildSettings, out: Path,
+    planning_skipped: list[dict[str, str]], first: str, workers: int, progress: bool,
+) -> Iterator[ShardOutcome]:
+    """Build shards in this process or in joblib workers; a tqdm bar counts tracks and hours."""
+    from tqdm import tqdm
+
+    total_tracks = sum(len(s.tracks) for s in todo)
+    bar = tqdm(total=total_tracks, unit="track", disable=not progress or not todo,
+               desc="build-shards", file=sys.stderr)
+    bar_start = time.perf_counter()
+    hours_done = 0.0
+
+    def advance(tracks: Sequence[TrackPlan]) -> None:
+        nonlocal hours_done
+        hours_done += sum(t.hours for t in tracks)
+        elapsed = max(time.perf_counter() - bar_start, 1e-9)
+        bar.set_postfix_str(f"{hours_done:.2f} h audio, {hours_done * 3600 / elapsed:.1f} "
+                            "audio-s/s", refresh=False)
+        bar.update(len(tracks))
+
+    def skipped_for(shard: ShardPlan) -> list[dict[str, str]]:
+        return planning_skipped if shard.name == first else []
+
+    try:
+        if workers == 1 or len(todo) <= 1:
+            for shard in todo:
+                yield build_one_shard(shard, keys[shard.name], settings, out, skipped_for(shard),
+                                      single_thread=False, on_track=lambda t: advance([t]))
+        else:
+            from joblib import Parallel, delayed
+
+            jobs = (delayed(build_one_shard)(shard, keys[shard.name], settings, out,
+                                             skipped_for(shard), True) for shard in todo)
+            by_name = {s.name: s for s in todo}
+            parallel = Parallel(n_jobs=min(workers, len(todo)), return_as="generator_unordered")
+            for outcome in parallel(jobs):
+                advance(by_name[outcome.shard].tracks)
+                yield outcome
+    finally:
+        bar.close()
+
+
+def _print_summary(
+    say: Callable[[str], None], outcomes: Sequence[ShardOutcome],
+    built: Sequence[ShardOutcome], skipped: Sequence[dict[str, str]], started: float,
+    complete: bool, manifest: dict[str, Any] | None = None,
+) -> None:
+    """Tracks, hours and size per split; throughput of the shards built now; skips; time."""
+    elapsed = time.perf_counter() - started
+    say("build-shards summary" + ("" if complete else " (this part)"))
+    for split in SPLITS:
+        tracks = sum(len(o.record["tracks"]) for o in outcomes if o.record and o.split == split)
+        samples = sum(o.samples for o in outcomes if o.split == split)
+        size = sum(o.record["bytes"] for o in outcomes if o.record and o.split == split)
+        if tracks:
+            hours = samples / SAMPLE_RATE / 3600
+            say(f"  {split:<10} {tracks:5d} tracks {hours:8.3f} h  {size / 2**20:9.1f} MiB  "
+                f"{size / max(hours, 1e-12) / 2**30:.2f} GiB per audio-hour")
+    if built:
+        decode = sum(o.timing.get("decode_resample_cpu_s", 0.0) for o in built)
+        cpu = sum(o.timing.get("total_cpu_s", 0.0) for o in built)
+        audio_s = sum(o.samples for o in built) / SAMPLE_RATE
+        peak = max(o.timing.get("peak_rss_mb", 0.0) for o in built)
+        say(f"  built now: {audio_s:.1f} s of audio in {cpu:.1f} CPU-s in workers "
+            f"({audio_s / max(cpu, 1e-9):.1f} audio-s per CPU-s), decode+resample "
+            f"{100 * decode / max(cpu, 1e-9):.0f}% of it, peak RSS per worker {peak:.0f} MiB")
+    if manifest is not None and manifest.get("class_weight"):
+        say(f"  train activity rate {manifest['activity_rate']}, "
+            f"class weights {manifest['class_weight']}")
+    if manifest is not None:
+        for line in manifest.get("problems", []):
+            say(f"  note: {line}")
+    notes = manifest.get("warnings", []) if manifest is not None else []
+    for entry in notes[:20]:
+        say(f"  warning {entry['track']}: {entry['warning']}")
+    if len(notes) > 20:
+        say(f"  ... {len(notes) - 20} more warnings in manifest.json")
+    say(f"  skipped {len(skipped)} track(s)" + (":" if skipped else ""))
+    for entry in skipped:
+        say(f"    {entry['track']}: {entry['reason']}")
+    say(f"  time {elapsed:.1f} s")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
