@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import click
 
 
@@ -22,4 +25,431 @@ def main() -> None:
 
 # --- training commands (train/trainer.py) ----------------------------------------------------
 
+# LossConfig field <- CLI option, by group; each command takes the groups its losses use.
+_TRANSCRIPTION_OPTIONS = [
+    click.option("--alpha1", type=float, help="Weight of L_inst in L_TL (eq. 4) [0.03]."),
+    click.option("--beta1", type=float, help="Weight of L_pitch in L_TL (eq. 4) [0.1]."),
+]
+_WEIGHT_OPTIONS = [
+    click.option(
+        "--class-weights/--no-class-weights",
+        "use_weights",
+        default=None,
+        help="Instrument (class-balance) weights from the manifest [on].",
+    ),
+]
+_SEPARATION_OPTIONS = [
+    click.option(
+        "--cmix/--no-cmix",
+        "use_cmix",
+        default=None,
+        help="Clip-level mixture loss L_c-mix (eq. 6) [on].",
+    ),
+    click.option(
+        "--hmix/--no-hmix",
+        "use_hmix",
+        default=None,
+        help="Harmonic mixture loss L_h-mix (eq. 7) [on; baseline: off].",
+    ),
+    click.option("--alpha2", type=float, help="Weight of L_c-mix in L_sep (eq. 8) [1]."),
+    click.option("--beta2", type=float, help="Weight of L_h-mix in L_sep (eq. 8) [0.1]."),
+    click.option(
+        "--mixture-norm",
+        type=click.Choice(["mixture", "none"]),
+        help="Normalisation of the mixture losses [mixture].",
+    ),
+]
+_ADVERSARIAL_OPTIONS = [
+    click.option(
+        "--aml/--no-aml",
+        "use_aml",
+        default=None,
+        help="Adversarial mixture loss L_AML (eq. 9) [off].",
+    ),
+    click.option(
+        "--atl/--no-atl",
+        "use_atl",
+        default=None,
+        help="Adversarial transcription loss L_ATL (eq. 10) [off].",
+    ),
+    click.option("--alpha3", type=float, help="Weight of L_AML in L_TL-3 (eq. 11) [0.2]."),
+    click.option("--beta3", type=float, help="Weight of L_ATL in L_TL-3 (eq. 11) [0.05]."),
+    click.option(
+        "--aml-form",
+        type=click.Choice(["clamped", "flipped"]),
+        help="Bounded form of the negated BCE of L_AML [clamped].",
+    ),
+    click.option(
+        "--aml-clamp", "aml_bce_clamp", type=float, help="BCE clamp of the clamped L_AML [2.3]."
+    ),
+]
+_LOSS_KEYS = (
+    "alpha1",
+    "beta1",
+    "alpha2",
+    "beta2",
+    "alpha3",
+    "beta3",
+    "use_weights",
+    "use_cmix",
+    "use_hmix",
+    "use_aml",
+    "use_atl",
+    "mixture_norm",
+    "aml_form",
+    "aml_bce_clamp",
+)
+_TRAIN_KEYS = {
+    "max_epochs": "max_epochs",
+    "steps_per_epoch": "steps_per_epoch",
+    "batch_size": "batch_size",
+    "workers": "num_workers",
+    "device": "device",
+    "seed": "seed",
+    "lr": "lr",
+    "val_windows": "val_windows",
+}
+
+
+def _common_training_options(function):
+    options = [
+        click.option(
+            "--shards",
+            type=click.Path(path_type=Path),
+            required=True,
+            help="Shard root (manifest.json, train/, validation/).",
+        ),
+        click.option("--name", default=None, help="Run name, e.g. step2-cmix [the command name]."),
+        click.option(
+            "--out", type=click.Path(path_type=Path), default=None, help="Run folder [runs/<name>]."
+        ),
+        click.option(
+            "--preset",
+            type=click.Choice(["tiny", "paper"]),
+            default="tiny",
+            show_default=True,
+            help="Model and training sizes (train/config.py).",
+        ),
+        click.option(
+            "--params",
+            "params_file",
+            type=click.Path(path_type=Path),
+            default=None,
+            help="YAML with train:/model:/loss: sections (and per-run-name sections "
+            "holding the same); CLI options override it.",
+        ),
+        click.option("--max-epochs", type=int, help="Stop after this many epochs."),
+        click.option("--steps-per-epoch", type=int, help="Optimiser steps per epoch."),
+        click.option("--batch-size", type=int, help="4-s windows per step (per process)."),
+        click.option("--lr", type=float, help="Adam learning rate [0.001]."),
+        click.option("--val-windows", type=int, help="Fixed validation windows."),
+        click.option("--workers", type=int, help="DataLoader worker processes."),
+        click.option("--device", type=str, help="auto, cpu, cuda or cuda:N."),
+        click.option("--seed", type=int, help="Seed of every random generator."),
+        click.option("--resume", is_flag=True, help="Continue from <out>/last.pt."),
+        click.option("--progress/--no-progress", default=True, help="tqdm progress bar."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def _with(options):
+    def decorate(function):
+        for option in reversed(options):
+            function = option(function)
+        return function
+
+    return decorate
+
+
+def _run_training(step: str, loss_preset_name: str, options: dict, **checkpoints) -> None:
+    """Assemble the configs (preset < params file < CLI) and call ``train.trainer.run``."""
+    import yaml
+
+    from prep.shards import ShardError
+    from train.config import (
+        ConfigError,
+        LossConfig,
+        ModelConfig,
+        TrainConfig,
+        from_dict,
+        loss_preset,
+        model_preset,
+        to_dict,
+        train_preset,
+    )
+    from train.model import CheckpointError
+    from train.trainer import TrainingError, run
+
+    name = options["name"] or step
+    out = options["out"] or Path("runs") / name
+    try:
+        configs = {
+            "train": train_preset(options["preset"]),
+            "model": model_preset(options["preset"]),
+            "loss": loss_preset(loss_preset_name),
+        }
+        classes = {"train": TrainConfig, "model": ModelConfig, "loss": LossConfig}
+        if options["params_file"] is not None:
+            params = yaml.safe_load(Path(options["params_file"]).read_text()) or {}
+            for scope in (params, params.get(name) or {}):
+                for section, cls in classes.items():
+                    if scope.get(section):
+                        configs[section] = from_dict(
+                            cls, {**to_dict(configs[section]), **scope[section]}
+                        )
+        train_overrides = {
+            key: options[opt] for opt, key in _TRAIN_KEYS.items() if options.get(opt) is not None
+        }
+        loss_overrides = {key: options[key] for key in _LOSS_KEYS if options.get(key) is not None}
+        train_cfg = from_dict(TrainConfig, {**to_dict(configs["train"]), **train_overrides})
+        loss_cfg = from_dict(LossConfig, {**to_dict(configs["loss"]), **loss_overrides})
+        metrics = run(
+            step,
+            options["shards"],
+            train_cfg,
+            configs["model"],
+            loss_cfg,
+            out,
+            resume=options["resume"],
+            progress=options["progress"],
+            **checkpoints,
+        )
+    except (
+        TrainingError,
+        ShardError,
+        CheckpointError,
+        ConfigError,
+        OSError,
+        yaml.YAMLError,
+    ) as error:
+        raise click.ClickException(str(error)) from error
+    if int(os.environ.get("RANK", "0")) == 0:
+        click.echo(
+            f"{name}: best validation loss {metrics['best_val_loss']:.5g} at epoch "
+            f"{metrics['best_epoch']} ({metrics['stopped']}); run folder {out}"
+        )
+
+
+@main.command("step1")
+@_common_training_options
+@_with(_TRANSCRIPTION_OPTIONS + _WEIGHT_OPTIONS)
+def step1_command(**options) -> None:
+    """Step 1: train the transcriptor on mixtures with L_TL (eq. 1-4) -> <out>/best.pt."""
+    _run_training("step1", "step1", options)
+
+
+@main.command("step2")
+@_common_training_options
+@_with(_SEPARATION_OPTIONS + _WEIGHT_OPTIONS)
+@click.option(
+    "--transcriptor",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Step-1 transcriptor [<out>/../step1/best.pt].",
+)
+def step2_command(transcriptor: Path | None, **options) -> None:
+    """Step 2: train the separator with the frozen step-1 transcriptor as critic, L_sep (eq. 5-8)."""
+    _run_training("step2", "step2", options, transcriptor=transcriptor)
+
+
+@main.command("step3")
+@_common_training_options
+@_with(_TRANSCRIPTION_OPTIONS + _SEPARATION_OPTIONS + _ADVERSARIAL_OPTIONS + _WEIGHT_OPTIONS)
+@click.option(
+    "--transcriptor",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Step-1 transcriptor [<out>/../step1/best.pt].",
+)
+@click.option(
+    "--separator",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Step-2 separator [<out>/../step2/best.pt].",
+)
+def step3_command(transcriptor: Path | None, separator: Path | None, **options) -> None:
+    """Step 3: joint fine-tuning, separator with L_sep (eq. 8), transcriptor with L_TL-3 (eq. 9-11).
+
+    Writes the separator as <out>/best.pt and the transcriptor as <out>/transcriptor.pt.
+    """
+    _run_training("step3", "step3", options, transcriptor=transcriptor, separator=separator)
+
+
+@main.command("baseline")
+@_common_training_options
+@_with(_WEIGHT_OPTIONS + [_SEPARATION_OPTIONS[0], _SEPARATION_OPTIONS[2], _SEPARATION_OPTIONS[4]])
+def baseline_command(**options) -> None:
+    """Pishdadian et al. 2020: classifier critic on mixtures (<out>/classifier/), then a separator
+    trained against it with the classifier loss on each S_hat_i + L_c-mix (<out>/best.pt)."""
+    _run_training("baseline", "baseline", options)
+
+
+@main.command("supervised")
+@_common_training_options
+def supervised_command(**options) -> None:
+    """Supervised upper bound: the separator trained with L1 to the true stem magnitudes
+    (needs shards built with `prep build-shards --stems all`)."""
+    _run_training("supervised", "supervised", options)
+
+
 # --- evaluation and inference commands (train/evaluate.py, train/inference.py) --------------
+
+
+def _parse_named_checkpoints(values: tuple[str, ...]) -> dict[str, Path]:
+    """``NAME=PATH`` pairs of ``--checkpoint`` into a dict, refusing malformed ones."""
+    named: dict[str, Path] = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name or not path:
+            raise click.BadParameter(
+                f"expected NAME=PATH, got {value!r}", param_hint="--checkpoint"
+            )
+        named[name] = Path(path)
+    return named
+
+
+@main.command("evaluate")
+@click.option("--shards", type=click.Path(path_type=Path), required=True, help="Shard root.")
+@click.option("--split", default="test", show_default=True, help="Split to score.")
+@click.option(
+    "--runs",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Runs folder: scores every runs/<name>/best.pt and transcriptor.pt.",
+)
+@click.option(
+    "--checkpoint",
+    "named",
+    multiple=True,
+    metavar="NAME=PATH",
+    help="A checkpoint to score under NAME (repeatable).",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("reports"),
+    show_default=True,
+    help="Report folder (metrics.json, results.md, figures/).",
+)
+@click.option(
+    "--segment-seconds", type=float, default=4.0, show_default=True, help="SI-SDR segment length."
+)
+@click.option(
+    "--silence-db",
+    type=float,
+    default=-60.0,
+    show_default=True,
+    help="Reference segments below this RMS (dBFS) are skipped.",
+)
+@click.option(
+    "--threshold",
+    type=float,
+    default=0.5,
+    show_default=True,
+    help="Note threshold on transcriptor probabilities.",
+)
+@click.option("--max-tracks", type=int, default=None, help="Score only the first N tracks.")
+@click.option(
+    "--figure-tracks", type=int, default=4, show_default=True, help="Tracks that get figures."
+)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
+def evaluate_command(
+    shards: Path,
+    split: str,
+    runs: Path | None,
+    named: tuple[str, ...],
+    out: Path,
+    segment_seconds: float,
+    silence_db: float,
+    threshold: float,
+    max_tracks: int | None,
+    figure_tracks: int,
+    device: str,
+) -> None:
+    """Table 1 (SI-SDR) and Table 2 (note accuracy) on whole tracks of a shard split."""
+    from prep.shards import ShardError
+    from train.evaluate import EvaluationError, evaluate
+    from train.model import CheckpointError
+
+    checkpoints = _parse_named_checkpoints(named)
+    if runs is None and not checkpoints:
+        raise click.UsageError("give --runs and/or at least one --checkpoint NAME=PATH")
+    try:
+        evaluate(
+            shards,
+            split,
+            checkpoints,
+            out,
+            runs=runs,
+            segment_seconds=segment_seconds,
+            silence_db=silence_db,
+            threshold=threshold,
+            max_tracks=max_tracks,
+            figure_tracks=figure_tracks,
+            device=device,
+        )
+    except (EvaluationError, CheckpointError, ShardError) as error:
+        raise click.ClickException(str(error)) from error
+    click.echo((out / "results.md").read_text())
+    click.echo(f"wrote {out / 'metrics.json'}, {out / 'results.md'}, {out / 'figures'}/")
+
+
+@main.command("separate")
+@click.option(
+    "--checkpoint",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Separator checkpoint (e.g. runs/step3/best.pt).",
+)
+@click.argument("audio", type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Folder for one WAV per instrument.",
+)
+@click.option("--device", default="cpu", show_default=True)
+def separate_command(checkpoint: Path, audio: Path, out: Path, device: str) -> None:
+    """Separate AUDIO (any format and sample rate libsndfile reads) into instrument WAVs."""
+    from train.inference import AudioError, separate
+    from train.model import CheckpointError
+
+    try:
+        paths = separate(checkpoint, audio, out, device=device)
+    except (AudioError, CheckpointError) as error:
+        raise click.ClickException(str(error)) from error
+    for path in paths:
+        click.echo(str(path))
+
+
+@main.command("transcribe")
+@click.option(
+    "--checkpoint",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Transcriptor checkpoint (e.g. runs/step3/transcriptor.pt).",
+)
+@click.argument("audio", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="MIDI file to write.")
+@click.option(
+    "--threshold",
+    type=float,
+    default=0.5,
+    show_default=True,
+    help="Note threshold on the probabilities.",
+)
+@click.option("--device", default="cpu", show_default=True)
+def transcribe_command(
+    checkpoint: Path, audio: Path, out: Path, threshold: float, device: str
+) -> None:
+    """Transcribe AUDIO into a multi-instrument MIDI file."""
+    from train.inference import AudioError, transcribe
+    from train.model import CheckpointError
+
+    try:
+        path = transcribe(checkpoint, audio, out, threshold=threshold, device=device)
+    except (AudioError, CheckpointError) as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(str(path))

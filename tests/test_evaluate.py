@@ -1,0 +1,219 @@
+"""Tests for train/evaluate.py: oracle and mixture references, silent segments, end-to-end report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from prep.features import (
+    SAMPLE_RATE,
+    FeatureParams,
+    harmonic_mask,
+    magnitude_spectrogram,
+    n_frames,
+    piano_roll,
+    stft,
+)
+from prep.shards import ShardWriter, TrackArrays, manifest_from_shards, write_manifest
+from train.config import ModelConfig
+from train.evaluate import (
+    MIXTURE_SYSTEM,
+    ORACLE_SYSTEM,
+    SeparationTally,
+    discover_checkpoints,
+    evaluate,
+    oracle_ratio_masks,
+    paper_key,
+    segment_bounds,
+    segment_si_sdr,
+    silent_segments,
+)
+from train.inference import masks_to_waveforms
+from train.model import Separator, Transcriptor, save_checkpoint
+
+fast_bss_eval = pytest.importorskip("fast_bss_eval")
+
+INSTRUMENTS = ["piano", "guitar", "bass"]
+TINY = ModelConfig(bottleneck_channels=8, hidden_channels=16, blocks_per_repeat=2, repeats=1)
+
+
+def _harmonic_source(notes: list[tuple[int, float, float]], n_samples: int) -> np.ndarray:
+    """Sum of 4 harmonics per note with short fades, like a plucked synthetic instrument."""
+    t = np.arange(n_samples) / SAMPLE_RATE
+    out = np.zeros(n_samples)
+    for pitch, start, end in notes:
+        f0 = 440.0 * 2 ** ((pitch - 69) / 12)
+        envelope = np.clip(np.minimum(t - start, end - t) / 0.01, 0.0, 1.0)
+        for k in range(1, 5):
+            out += envelope * np.sin(2 * np.pi * k * f0 * t) / k
+    return (0.2 * out).astype(np.float32)
+
+
+def test_oracle_mask_far_above_mixture() -> None:
+    n = 4 * SAMPLE_RATE
+    sources = np.stack(
+        [
+            _harmonic_source([(60, 0.0, 2.0), (64, 2.0, 4.0)], n),
+            _harmonic_source([(40, 0.0, 4.0)], n),
+        ]
+    )
+    mix = sources.sum(axis=0)
+    mix_spec = stft(torch.from_numpy(mix))
+    stem_mag = stft(torch.from_numpy(sources)).abs().numpy()
+    oracle = masks_to_waveforms(oracle_ratio_masks(stem_mag), mix_spec, n)
+    bounds = segment_bounds(n, 2 * SAMPLE_RATE)
+    silent = silent_segments(sources, bounds, -60.0)
+    oracle_db = segment_si_sdr(oracle, sources, bounds, silent)
+    mixture_db = segment_si_sdr(np.broadcast_to(mix, sources.shape), sources, bounds, silent)
+    assert np.all(oracle_db > 15.0)
+    assert np.all(oracle_db - mixture_db > 15.0)
+
+
+def test_oracle_masks_sum_to_one() -> None:
+    magnitudes = np.abs(np.random.default_rng(0).standard_normal((3, 5, 7))).astype(np.float32)
+    magnitudes[:, 0, 0] = 0.0
+    masks = oracle_ratio_masks(magnitudes)
+    total = masks.sum(axis=0)
+    assert total[0, 0] == 0.0
+    np.testing.assert_allclose(np.delete(total.ravel(), 0), 1.0, rtol=1e-6)
+
+
+def test_segments_and_silent_references_are_skipped_and_counted() -> None:
+    assert segment_bounds(9, 4) == [(0, 4), (4, 8)]  # last sample < half a segment
+    assert segment_bounds(10, 4) == [(0, 4), (4, 8), (8, 10)]
+    assert segment_bounds(3, 4) == [(0, 3)]
+    rng = np.random.default_rng(1)
+    references = 0.1 * rng.standard_normal((2, 3000))
+    references[1, 1000:2000] = 1e-5  # -100 dBFS: silent
+    references[0, 2000:] = 0.0
+    bounds = segment_bounds(3000, 1000)
+    silent = silent_segments(references, bounds, -60.0)
+    assert silent.tolist() == [[False, False, True], [False, True, False]]
+    estimates = references + 0.01 * rng.standard_normal((2, 3000))
+    scores = segment_si_sdr(estimates, references, bounds, silent)
+    assert np.isnan(scores[0, 2]) and np.isnan(scores[1, 1])
+    assert np.all(scores[~silent] > 15.0)
+    tally = SeparationTally(["a", "b"])
+    tally.count_segments(silent)
+    tally.add_track("T1", "sys", scores)
+    summary = tally.summary()
+    assert summary["segments"]["a"] == {"total": 3, "skipped_silent": 1, "scored": 2}
+    assert summary["systems"]["sys"]["n_segments"] == {"a": 2, "b": 2}
+    expected_a = np.mean(scores[0, :2])
+    assert summary["systems"]["sys"]["si_sdr_db"]["a"] == pytest.approx(expected_a)
+
+
+def test_paper_key() -> None:
+    table = ["step2", "step2-cmix", "step3", "step3-aml"]
+    assert paper_key("step2-cmix", table) == "step2-cmix"
+    assert paper_key("step3-aml-seed2", table) == "step3-aml"
+    assert paper_key("step3-aml/transcriptor", table) == "step3-aml"
+    assert paper_key("step2x", table) is None
+
+
+# ------------------------------------------------------------------------------------------
+# End to end on a tiny shard set
+# ------------------------------------------------------------------------------------------
+
+
+def _track(track_id: str, seconds: float, seed: int) -> TrackArrays:
+    rng = np.random.default_rng(seed)
+    n = int(seconds * SAMPLE_RATE)
+    frames = n_frames(n)
+    notes = {
+        "piano": [
+            (int(p), s, s + 0.5) for p, s in zip(rng.integers(55, 75, 8), range(8), strict=True)
+        ],
+        "guitar": [(64, 0.2, 3.0), (67, 1.0, 3.5)],  # silent after 3.5 s
+        "bass": [
+            (int(p), s, s + 0.9) for p, s in zip(rng.integers(30, 45, 8), range(8), strict=True)
+        ],
+    }
+    stems = np.stack([_harmonic_source(notes[name], n) for name in INSTRUMENTS])
+    mix = stems.sum(axis=0)
+    roll = np.stack([piano_roll(notes[name], frames) for name in INSTRUMENTS], axis=1)
+    return TrackArrays(
+        track_id=track_id,
+        mix=mix,
+        stems=stems,
+        spec=magnitude_spectrogram(mix),
+        roll=roll,
+        harmonic_mask=harmonic_mask(roll),
+        activity=roll.any(axis=-1),
+    )
+
+
+@pytest.fixture()
+def shard_root(tmp_path: Path) -> Path:
+    root = tmp_path / "shards"
+    with ShardWriter(
+        root / "test" / "test-00000.h5",
+        split="test",
+        instruments=INSTRUMENTS,
+        feature_params=FeatureParams(),
+        source={"source_corpus": "synthetic", "split_scheme": "test"},
+    ) as writer:
+        writer.add_track(_track("Track01876", 8.0, 0))
+        writer.add_track(_track("Track01877", 9.0, 1))
+    write_manifest(root, manifest_from_shards(root))
+    return root
+
+
+def test_evaluate_end_to_end(tmp_path: Path, shard_root: Path) -> None:
+    torch.manual_seed(0)
+    runs = tmp_path / "runs"
+    extra = {"instruments": INSTRUMENTS}
+    save_checkpoint(runs / "step1" / "best.pt", Transcriptor(TINY), extra)
+    save_checkpoint(runs / "step3-aml" / "best.pt", Separator(TINY), extra)
+    save_checkpoint(runs / "step3-aml" / "transcriptor.pt", Transcriptor(TINY), extra)
+    assert set(discover_checkpoints(runs)) == {"step1", "step3-aml", "step3-aml/transcriptor"}
+
+    out = tmp_path / "reports"
+    metrics = evaluate(shard_root, "test", {}, out, runs=runs, figure_tracks=1, device="cpu")
+
+    sep = metrics["separation"]
+    assert set(sep["systems"]) == {MIXTURE_SYSTEM, ORACLE_SYSTEM, "step3-aml"}
+    # Guitar is silent after 3.5 s: of the 2 + 2 four-second segments, 2 are skipped.
+    assert sep["segments"]["guitar"] == {"total": 4, "skipped_silent": 2, "scored": 2}
+    assert sep["segments"]["piano"]["skipped_silent"] == 0
+    # The input-mixture row against an independent SI-SDR (fast_bss_eval, zero mean).
+    from prep.shards import ShardSet
+
+    shard_set = ShardSet(shard_root, "test")
+    values = {name: [] for name in INSTRUMENTS}
+    for index in range(len(shard_set)):
+        track = shard_set.read_track(index, fields=("mix", "stems"))
+        for i, name in enumerate(INSTRUMENTS):
+            for start in range(0, 8 * SAMPLE_RATE, 4 * SAMPLE_RATE):
+                ref = track["stems"][i, start : start + 4 * SAMPLE_RATE]
+                if np.mean(ref.astype(np.float64) ** 2) < 1e-6:
+                    continue
+                est = track["mix"][start : start + 4 * SAMPLE_RATE]
+                values[name].append(
+                    float(fast_bss_eval.si_sdr(ref[None], est[None], zero_mean=True)[0])
+                )
+    for name in INSTRUMENTS:
+        mixture_db = sep["systems"][MIXTURE_SYSTEM]["si_sdr_db"][name]
+        assert mixture_db == pytest.approx(np.mean(values[name]), abs=1e-3)
+        assert sep["systems"][ORACLE_SYSTEM]["si_sdr_db"][name] > mixture_db + 10.0
+
+    trans = metrics["transcription"]
+    assert set(trans) == {"step1", "step3-aml/transcriptor"}
+    entry = trans["step1"]["mixture"]["bass"]
+    assert entry["n_tracks"] == 2 and entry["n_reference"] == 16
+    assert set(trans["step1"]) == {"mixture", "iso tracks"}
+
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["n_tracks"] == 2
+    report = (out / "results.md").read_text()
+    assert "step3-aml (step 3, + AML)" in report and "9.07" in report  # paper beside ours
+    assert "oracle ideal ratio mask" in report and "0.86" in report
+    figures = sorted(p.name for p in (out / "figures").iterdir())
+    assert "si_sdr.png" in figures
+    assert "Track01876_step3-aml_spectrograms.png" in figures
+    assert "Track01876_step1_rolls.png" in figures
+    assert not any(name.startswith("Track01877") for name in figures)
