@@ -26,9 +26,10 @@ def main() -> None:
 @main.command("synth-slakh")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Corpus root; gets train/, validation/, test/ as in Slakh2100.")
-@click.option("--preset", type=click.Choice(["demo", "bench", "tiny"]), default="demo",
+@click.option("--preset", type=click.Choice(["demo", "bench", "tiny", "none"]), default="demo",
               show_default=True,
-              help="Size preset: demo 24 x 30 s, bench 200 x 60 s, tiny 6 x 6 s.")
+              help="Size preset: demo 24 x 30 s, bench 200 x 60 s, tiny 6 x 6 s; none renders "
+                   "nothing (the pipeline on a real Slakh2100 copy).")
 @click.option("--tracks", type=int, default=None, help="Number of tracks (overrides preset).")
 @click.option("--seconds", type=float, default=None, help="Seconds per track (overrides preset).")
 @click.option("--seed", type=int, default=None, help="Seed of the music (overrides preset).")
@@ -41,9 +42,23 @@ def synth_slakh_command(out: Path, preset: str, tracks: int | None, seconds: flo
     """Render a demo corpus in Slakh2100's exact layout with FluidSynth.
 
     Deterministic (same options, same files) and resumable: complete tracks in OUT are kept.
+
+    \b
+    Examples:
+      prep synth-slakh --preset demo --out corpus/demo --workers 2
+      prep synth-slakh --out corpus/mine --tracks 50 --seconds 45 --seed 7
     """
     from prep.synth import SynthError, preset_settings, synth_slakh
 
+    if preset == "none":
+        # The pipeline's render stage on real data: an empty, explained output folder.
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "NOTHING_RENDERED.txt").write_text(
+            "corpus.preset is 'none': nothing was rendered; shards are built from "
+            "corpus.slakh_root (a real Slakh2100 copy).\n"
+        )
+        click.echo(f"{out}: nothing rendered (--preset none)")
+        return
     try:
         settings = preset_settings(preset)
         for key, value in (("tracks", tracks), ("seconds", seconds), ("seed", seed)):
@@ -79,8 +94,9 @@ def _parse_part_option(ctx: click.Context, param: click.Parameter, value: str) -
 @click.option("--split-scheme", type=click.Choice(["split2", "orig"]), default="split2",
               show_default=True, help="split2: the paper's Slakh2100-split2; orig: by id range.")
 @click.option("--instrument-map", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="YAML map of classes to GM programs / Slakh patch names "
-                   "[default: prep/data/instrument_map_programs.yaml].")
+              help="YAML map of classes to GM programs / Slakh patch names, or the name of a "
+                   "packaged map: instrument_map_programs.yaml (default) or "
+                   "instrument_map_patches.yaml.")
 @click.option("--stems", type=click.Choice(["eval", "all", "none"]), default="eval",
               show_default=True, help="Store per-instrument stems for validation/test (eval), "
                                       "every split (all) or never (none: no evaluation).")
@@ -94,9 +110,11 @@ def _parse_part_option(ctx: click.Context, param: click.Parameter, value: str) -
               show_default=True, help="Target shard size (estimated, uncompressed).")
 @click.option("--n-harmonics", type=click.IntRange(min=1), default=None,
               help="Harmonics per note L in the harmonic mask [default: prep.features].")
-@click.option("--resample-filter", type=click.Choice(["kaiser_best", "kaiser_fast"]),
-              default="kaiser_best", show_default=True,
-              help="resampy filter to 16 kHz (kaiser_fast: about 2.5x faster).")
+@click.option("--resample-filter",
+              type=click.Choice(["soxr_hq", "soxr_vhq", "kaiser_best", "kaiser_fast"]),
+              default="soxr_hq", show_default=True,
+              help="Resampler to 16 kHz: soxr_hq/soxr_vhq (libsoxr) or resampy's kaiser_best/"
+                   "kaiser_fast (~90x/~40x more CPU than soxr_hq; see benchmarks/README.md).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def build_shards_command(
     slakh_root: Path | None, out: Path, instruments: str, split_scheme: str,
@@ -108,6 +126,13 @@ def build_shards_command(
 
     Mixtures are the sum of the selected instruments' stems (16 kHz mono); bad tracks are
     skipped with a reason (listed at the end and in OUT/manifest.json). Rerunning resumes.
+
+    \b
+    Examples:
+      prep build-shards --instruments piano,guitar,bass
+      prep build-shards --slakh-root /data/slakh2100_flac_redux --out data/ --workers 8
+      prep build-shards --instrument-map instrument_map_patches.yaml --stems all
+      prep build-shards --part 1/4 ... (on 4 machines), then: prep index data/
     """
     from prep.build import BuildError, build_shards, default_slakh_root
     from prep.features import DEFAULT_N_HARMONICS
@@ -128,13 +153,18 @@ def build_shards_command(
 @main.command("index")
 @click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def index_command(out: Path) -> None:
-    """Rebuild OUT/manifest.json from the shard files in OUT (e.g. after `--part` builds)."""
+    """Rebuild OUT/manifest.json from the shard files in OUT (e.g. after `--part` builds).
+
+    \b
+    Examples:
+      prep index data/
+    """
     from prep.build import index_shards
     from prep.shards import ShardError
 
     try:
         manifest = index_shards(out)
-    except ShardError as error:
+    except (ShardError, OSError) as error:  # OSError: the manifest cannot be written
         raise click.ClickException(str(error)) from error
     tracks = sum(len(s["tracks"]) for s in manifest["shards"])
     click.echo(f"{out / 'manifest.json'}: {len(manifest['shards'])} shards, {tracks} tracks, "
@@ -149,6 +179,10 @@ def verify_command(out: Path) -> None:
     """Check the shards in OUT against OUT/manifest.json (checksums, files, schema, shapes).
 
     Prints every problem, naming the file, and exits with status 1 if there is any.
+
+    \b
+    Examples:
+      prep verify data/
     """
     from prep.shards import verify
 
@@ -172,7 +206,13 @@ def verify_command(out: Path) -> None:
 )
 @click.option("--start-frame", default=0, show_default=True, help="First frame of the plot.")
 def inspect_command(file: Path, track: str | None, png: Path | None, start_frame: int) -> None:
-    """Describe a shard FILE: its attributes, tracks, datasets and their storage."""
+    """Describe a shard FILE: its attributes, tracks, datasets and their storage.
+
+    \b
+    Examples:
+      prep inspect data/train/train-00000.h5
+      prep inspect data/train/train-00000.h5 --track Track00001 --plot window.png
+    """
     from prep.shards import ShardError, inspect_shard, plot_window
 
     try:
@@ -183,3 +223,34 @@ def inspect_command(file: Path, track: str | None, png: Path | None, start_frame
             click.echo(f"wrote {plot_window(file, track, start_frame, png)}")
     except ShardError as error:
         raise click.ClickException(str(error)) from error
+
+
+# --- card: data cards of built shard sets (prep/card.py) ---------------------------------
+
+
+@main.command("card")
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", "card_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Card file to write [default: OUT/DATA_CARD.md].")
+@click.option("--command", "build_command", default=None,
+              help="The exact build command to print in the card "
+                   "[default: reconstructed from the manifest].")
+def card_command(out: Path, card_path: Path | None, build_command: str | None) -> None:
+    """Write a data card (Markdown, Hugging Face style) for the shard set in OUT.
+
+    Reads OUT/manifest.json and the shards' attributes only (no audio): source and licence,
+    schema, splits and hours, activity rates next to the paper's, provenance, limitations.
+
+    \b
+    Examples:
+      prep card data/
+      prep card data/ --out data_cards/mine.md --command "prep build-shards ..."
+    """
+    from prep.card import write_card
+    from prep.shards import ShardError
+
+    try:
+        path = write_card(out, card_path, build_command)
+    except ShardError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"wrote {path}")

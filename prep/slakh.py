@@ -440,8 +440,8 @@ def load_instrument_map(path: Path | str | None = None) -> InstrumentMap:
     Raises:
         SlakhError: missing file, invalid YAML, or an invalid map (message names the file).
     """
-    if path is None or (isinstance(path, str) and not Path(path).exists()
-                        and path in (DEFAULT_INSTRUMENT_MAP, PATCH_INSTRUMENT_MAP)):
+    if path is None or (not Path(path).exists()
+                        and str(path) in (DEFAULT_INSTRUMENT_MAP, PATCH_INSTRUMENT_MAP)):
         name = DEFAULT_INSTRUMENT_MAP if path is None else str(path)
         text = resources.files("prep").joinpath(f"data/{name}").read_text("utf-8")
         source = f"prep/data/{name}"

@@ -126,9 +126,8 @@ def _common_training_options(function):
         click.option(
             "--preset",
             type=click.Choice(["tiny", "paper"]),
-            default="tiny",
-            show_default=True,
-            help="Model and training sizes (train/config.py).",
+            default=None,
+            help="Model and training sizes (train/config.py) [params model.preset, else tiny].",
         ),
         click.option(
             "--params",
@@ -169,6 +168,7 @@ def _run_training(step: str, loss_preset_name: str, options: dict, **checkpoints
 
     from prep.shards import ShardError
     from train.config import (
+        LOSS_PRESETS,
         ConfigError,
         LossConfig,
         ModelConfig,
@@ -185,20 +185,33 @@ def _run_training(step: str, loss_preset_name: str, options: dict, **checkpoints
     name = options["name"] or step
     out = options["out"] or Path("runs") / name
     try:
+        params = {}
+        if options["params_file"] is not None:
+            params_path = Path(options["params_file"])
+            try:  # safe_load: a !!python/object tag is refused, never constructed
+                params = yaml.safe_load(params_path.read_text()) or {}
+            except yaml.YAMLError as err:
+                problem = str(err).strip().splitlines()[0]
+                raise ConfigError(f"{params_path}: invalid or unsafe YAML ({problem})") from err
+            if not isinstance(params, dict):
+                raise ConfigError(f"{params_path}: expected a mapping of sections at top level")
+        # Preset: --preset, else params' model.preset, else tiny. A run named after a system
+        # of the paper's tables (step2-cmix, step3-aml, ...) starts from that system's losses.
+        model_section = dict(params.get("model") or {})
+        preset = options["preset"] or model_section.pop("preset", None) or "tiny"
+        params = {**params, "model": model_section}
         configs = {
-            "train": train_preset(options["preset"]),
-            "model": model_preset(options["preset"]),
-            "loss": loss_preset(loss_preset_name),
+            "train": train_preset(preset),
+            "model": model_preset(preset),
+            "loss": loss_preset(name if name in LOSS_PRESETS else loss_preset_name),
         }
         classes = {"train": TrainConfig, "model": ModelConfig, "loss": LossConfig}
-        if options["params_file"] is not None:
-            params = yaml.safe_load(Path(options["params_file"]).read_text()) or {}
-            for scope in (params, params.get(name) or {}):
-                for section, cls in classes.items():
-                    if scope.get(section):
-                        configs[section] = from_dict(
-                            cls, {**to_dict(configs[section]), **scope[section]}
-                        )
+        for scope in (params, params.get(name) or {}):
+            for section, cls in classes.items():
+                if scope.get(section):
+                    configs[section] = from_dict(
+                        cls, {**to_dict(configs[section]), **scope[section]}
+                    )
         train_overrides = {
             key: options[opt] for opt, key in _TRAIN_KEYS.items() if options.get(opt) is not None
         }
@@ -236,7 +249,14 @@ def _run_training(step: str, loss_preset_name: str, options: dict, **checkpoints
 @_common_training_options
 @_with(_TRANSCRIPTION_OPTIONS + _WEIGHT_OPTIONS)
 def step1_command(**options) -> None:
-    """Step 1: train the transcriptor on mixtures with L_TL (eq. 1-4) -> <out>/best.pt."""
+    """Step 1: train the transcriptor on mixtures with L_TL (eq. 1-4) -> <out>/best.pt.
+
+    \b
+    Examples:
+      train step1 --shards data/
+      train step1 --shards data/ --preset paper --device cuda --workers 6
+      torchrun --nproc_per_node 4 -m train step1 --shards data/ --preset paper
+    """
     _run_training("step1", "step1", options)
 
 
@@ -250,7 +270,14 @@ def step1_command(**options) -> None:
     help="Step-1 transcriptor [<out>/../step1/best.pt].",
 )
 def step2_command(transcriptor: Path | None, **options) -> None:
-    """Step 2: train the separator with the frozen step-1 transcriptor as critic, L_sep (eq. 5-8)."""
+    """Step 2: train the separator with the frozen step-1 transcriptor as critic, L_sep (eq. 5-8).
+
+    \b
+    Examples:
+      train step2 --shards data/
+      train step2 --shards data/ --name step2-cmix --no-hmix
+      train step2 --shards data/ --transcriptor runs/step1/best.pt --alpha2 0.01
+    """
     _run_training("step2", "step2", options, transcriptor=transcriptor)
 
 
@@ -273,6 +300,12 @@ def step3_command(transcriptor: Path | None, separator: Path | None, **options) 
     """Step 3: joint fine-tuning, separator with L_sep (eq. 8), transcriptor with L_TL-3 (eq. 9-11).
 
     Writes the separator as <out>/best.pt and the transcriptor as <out>/transcriptor.pt.
+
+    \b
+    Examples:
+      train step3 --shards data/
+      train step3 --shards data/ --name step3-aml --aml --no-atl
+      train step3 --shards data/ --separator runs/step2-cmix/best.pt --resume
     """
     _run_training("step3", "step3", options, transcriptor=transcriptor, separator=separator)
 
@@ -282,7 +315,12 @@ def step3_command(transcriptor: Path | None, separator: Path | None, **options) 
 @_with(_WEIGHT_OPTIONS + [_SEPARATION_OPTIONS[0], _SEPARATION_OPTIONS[2], _SEPARATION_OPTIONS[4]])
 def baseline_command(**options) -> None:
     """Pishdadian et al. 2020: classifier critic on mixtures (<out>/classifier/), then a separator
-    trained against it with the classifier loss on each S_hat_i + L_c-mix (<out>/best.pt)."""
+    trained against it with the classifier loss on each S_hat_i + L_c-mix (<out>/best.pt).
+
+    \b
+    Examples:
+      train baseline --shards data/
+    """
     _run_training("baseline", "baseline", options)
 
 
@@ -290,7 +328,13 @@ def baseline_command(**options) -> None:
 @_common_training_options
 def supervised_command(**options) -> None:
     """Supervised upper bound: the separator trained with L1 to the true stem magnitudes
-    (needs shards built with `prep build-shards --stems all`)."""
+    (needs shards built with `prep build-shards --stems all`).
+
+    \b
+    Examples:
+      train supervised --shards data/
+      train supervised --shards data/ --max-epochs 50 --device cuda
+    """
     _run_training("supervised", "supervised", options)
 
 
@@ -368,7 +412,13 @@ def evaluate_command(
     figure_tracks: int,
     device: str,
 ) -> None:
-    """Table 1 (SI-SDR) and Table 2 (note accuracy) on whole tracks of a shard split."""
+    """Table 1 (SI-SDR) and Table 2 (note accuracy) on whole tracks of a shard split.
+
+    \b
+    Examples:
+      train evaluate --shards data/ --split test --runs runs/
+      train evaluate --shards data/ --checkpoint mine=runs/step3/best.pt --out reports/mine
+    """
     from prep.shards import ShardError
     from train.evaluate import EvaluationError, evaluate
     from train.model import CheckpointError
@@ -412,7 +462,12 @@ def evaluate_command(
 )
 @click.option("--device", default="cpu", show_default=True)
 def separate_command(checkpoint: Path, audio: Path, out: Path, device: str) -> None:
-    """Separate AUDIO (any format and sample rate libsndfile reads) into instrument WAVs."""
+    """Separate AUDIO (any format and sample rate libsndfile reads) into instrument WAVs.
+
+    \b
+    Examples:
+      train separate --checkpoint runs/step3/best.pt song.wav --out separated/
+    """
     from train.inference import AudioError, separate
     from train.model import CheckpointError
 
@@ -444,7 +499,12 @@ def separate_command(checkpoint: Path, audio: Path, out: Path, device: str) -> N
 def transcribe_command(
     checkpoint: Path, audio: Path, out: Path, threshold: float, device: str
 ) -> None:
-    """Transcribe AUDIO into a multi-instrument MIDI file."""
+    """Transcribe AUDIO into a multi-instrument MIDI file.
+
+    \b
+    Examples:
+      train transcribe --checkpoint runs/step3/transcriptor.pt song.wav --out song.mid
+    """
     from train.inference import AudioError, transcribe
     from train.model import CheckpointError
 

@@ -1,0 +1,138 @@
+"""The DVC pipeline: dvc.yaml parses, and a parameter change invalidates exactly its stages.
+
+The pipeline itself takes minutes (``make demo``); here every dependency and output is a
+stand-in file, recorded with ``dvc commit``, so ``dvc status`` answers in seconds which stages a
+change to ``params.yaml`` would rerun.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+DVC = [sys.executable, "-m", "dvc"]
+
+
+def _dvc(cwd: Path, *args: str) -> str:
+    result = subprocess.run(
+        [*DVC, *args], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, f"dvc {' '.join(args)} failed:\n{result.stdout}{result.stderr}"
+    return result.stdout
+
+
+def _status(cwd: Path) -> dict:
+    return json.loads(_dvc(cwd, "status", "--json") or "{}")
+
+
+def _set_param(cwd: Path, section: str, key: str, value) -> None:
+    path = cwd / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    params[section][key] = value
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory) -> Path:
+    """A copy of dvc.yaml and params.yaml with every dep and out a committed stand-in."""
+    from dvc.repo import Repo
+
+    root = tmp_path_factory.mktemp("pipeline")
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(REPO / name, root / name)
+    _dvc(root, "init", "--no-scm", "-q")
+    _dvc(root, "config", "core.analytics", "false")
+    with Repo(str(root)) as repo:
+        stages = list(repo.index.stages)
+        paths = {Path(d.def_path) for s in stages for d in s.deps if d.def_path != "params.yaml"}
+        paths |= {Path(o.def_path) for s in stages for o in s.outs}
+    for path in sorted(paths):
+        target = root / path
+        if target.suffix:  # a file (code, checkpoint, json, markdown)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(f"stand-in for {path}\n")
+        else:  # a folder output (corpus, shards, plots, figures)
+            target.mkdir(parents=True, exist_ok=True)
+            (target / "stand-in.txt").write_text(f"stand-in for {path}\n")
+    _dvc(root, "commit", "--force", "-q")
+    return root
+
+
+def test_every_stage_of_the_paper_is_declared(pipeline: Path) -> None:
+    from dvc.repo import Repo
+
+    with Repo(str(pipeline)) as repo:
+        names = {stage.name for stage in repo.index.stages}
+    assert {"corpus", "shards", "step1", "baseline", "supervised", "evaluate"} <= names
+    assert {"step2@step2-cmix", "step2@step2-hmix", "step2@step2"} <= names
+    assert {"step3@step3", "step3@step3-aml", "step3@step3-atl"} <= names
+    assert _status(pipeline) == {}
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "expected"),
+    [
+        ("loss", "alpha3", 0.5, {"step3@step3", "step3@step3-aml", "step3@step3-atl"}),
+        # step 3 trains the transcriptor with L_TL too (eq. 11)
+        ("loss", "alpha1", 0.05, {"step1", "step3@step3", "step3@step3-aml", "step3@step3-atl"}),
+        (
+            "loss",
+            "beta2",
+            0.01,
+            {
+                "step2@step2-cmix",
+                "step2@step2-hmix",
+                "step2@step2",
+                "step3@step3",
+                "step3@step3-aml",
+                "step3@step3-atl",
+            },
+        ),
+        ("evaluate", "segment_seconds", 2.0, {"evaluate"}),
+    ],
+)
+def test_a_parameter_change_invalidates_only_its_stages(
+    pipeline: Path, section: str, key: str, value, expected: set[str]
+) -> None:
+    original = (pipeline / "params.yaml").read_text()
+    try:
+        _set_param(pipeline, section, key, value)
+        assert set(_status(pipeline)) == expected
+    finally:
+        (pipeline / "params.yaml").write_text(original)
+    assert _status(pipeline) == {}
+
+
+def test_a_step2_switch_invalidates_only_that_run(pipeline: Path) -> None:
+    original = (pipeline / "params.yaml").read_text()
+    try:
+        params = yaml.safe_load(original)
+        params["step2-hmix"]["loss"]["use_cmix"] = True
+        (pipeline / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        assert set(_status(pipeline)) == {"step2@step2-hmix"}
+    finally:
+        (pipeline / "params.yaml").write_text(original)
+
+
+def test_alternative_parameter_files_have_the_same_keys() -> None:
+    """params/bench.yaml and params/paper.yaml must drop in for params.yaml."""
+
+    def keys(tree: dict, prefix: str = "") -> set[str]:
+        out = set()
+        for key, value in tree.items():
+            out.add(prefix + key)
+            if isinstance(value, dict) and key in ("corpus", "shards", "evaluate"):
+                out |= keys(value, prefix + key + ".")
+        return out
+
+    demo = keys(yaml.safe_load((REPO / "params.yaml").read_text()))
+    for name in ("bench.yaml", "paper.yaml"):
+        other = keys(yaml.safe_load((REPO / "params" / name).read_text()))
+        assert demo <= other, f"params/{name} lacks {sorted(demo - other)}"
