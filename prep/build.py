@@ -12,9 +12,10 @@
    the shards whose global index k (train, then validation, then test) has ``k % N == I - 1``.
 2. **Build** each shard of this part, track by track (memory is bounded by the longest track):
    decode each selected stem once (``soundfile``), downmix to mono by averaging the channels,
-   resample to 16 kHz once with ``resampy`` (``kaiser_best`` by default, ``kaiser_fast`` is
-   about 2.5x faster; any input rate; already-16-kHz audio is untouched), sum the stems of
-   a class into that instrument's source s_i; the mixture x = sum_i s_i (never ``mix.flac``:
+   sum the stems of a class at their own sample rate, resample each class's sum to 16 kHz
+   once (resampling is linear; ``soxr`` HQ by default, resampy's ``kaiser_best``/``kaiser_fast``
+   on request; any input rate; already-16-kHz audio is untouched), which gives that
+   instrument's source s_i; the mixture x = sum_i s_i (never ``mix.flac``:
    it holds every instrument). Then X = |STFT(x)|, the piano roll Y[t, i, n] of each class from
    its stems' MIDI files (``pretty_midi``; drum instruments never; notes outside MIDI 21-108
    dropped and counted), the harmonic mask A and the frame activity.
@@ -67,17 +68,23 @@ import numpy as np
 import soundfile as sf
 
 from prep import features
+from prep.faults import fault_point
 from prep.features import SAMPLE_RATE, FeatureParams
 from prep.shards import (
     DEFAULT_TARGET_SHARD_BYTES,
     FORMAT_VERSION,
+    MANIFEST_NAME,
     ShardError,
     ShardRecord,
+    ShardWriteError,
     ShardWriter,
     TrackArrays,
+    discard,
     manifest_from_shards,
+    partial_path,
     sha256_file,
     shard_path,
+    write_error,
     write_manifest,
 )
 from prep.slakh import (
@@ -97,8 +104,14 @@ from prep.slakh import (
 STEMS_MODES = ("eval", "all", "none")
 # resampy filters: kaiser_best (resampy's default, most accurate) or kaiser_fast (about 2.5x
 # faster, wider transition band below the new Nyquist).
-RESAMPLE_FILTERS = ("kaiser_best", "kaiser_fast")
-DEFAULT_RESAMPLE_FILTER = "kaiser_best"
+# Resamplers to 16 kHz. soxr_hq (libsoxr "HQ", librosa's default) is the default: measured by
+# benchmarks/prep.py on 44.1 kHz stems it is ~90x cheaper than resampy's kaiser_best and more
+# accurate (passband tone SNR 65 vs 34 dB, aliases -143 vs -105 dB). soxr_vhq is marginally more
+# accurate at about the same cost; the resampy filters are kept for shards built before.
+RESAMPLE_FILTERS = ("soxr_hq", "soxr_vhq", "kaiser_best", "kaiser_fast")
+DEFAULT_RESAMPLE_FILTER = "soxr_hq"
+RESAMPLER_LIBRARY = {"soxr_hq": "soxr", "soxr_vhq": "soxr", "kaiser_best": "resampy",
+                     "kaiser_fast": "resampy"}
 MAX_LENGTH_MISMATCH_S = 1.0  # stems differing by less are zero-padded, by more: track skipped
 BUILD_RECORD_SUFFIX = ".build.json"
 DEFAULT_SLAKH_ROOT = Path("corpus/demo")
@@ -350,10 +363,14 @@ def make_plan(
 _RESAMPY_WARM = False
 
 
-def warm_resampy() -> float:
-    """JIT-compile resampy once per process (its first call compiles); returns seconds."""
+def warm_resampler(resample_filter: str = DEFAULT_RESAMPLE_FILTER) -> float:
+    """Pay a resampler's one-off start-up cost once per process; returns seconds.
+
+    resampy's first call JIT-compiles it with numba (about 2 s of CPU per worker process, numba's
+    on-disk cache is not enabled by resampy); soxr needs no warming.
+    """
     global _RESAMPY_WARM
-    if _RESAMPY_WARM:
+    if RESAMPLER_LIBRARY.get(resample_filter) != "resampy" or _RESAMPY_WARM:
         return 0.0
     import resampy
 
@@ -364,16 +381,50 @@ def warm_resampy() -> float:
     return time.perf_counter() - start
 
 
-def load_stem_audio(
-    path: Path, resample_filter: str = DEFAULT_RESAMPLE_FILTER
-) -> tuple[np.ndarray, int]:
-    """Decode a stem, downmix to mono (channel mean), resample to 16 kHz with resampy.
+def warm_resampy() -> float:
+    """JIT-compile resampy once per process (kept for callers of the old name)."""
+    return warm_resampler("kaiser_best")
+
+
+def resampled_length(n_samples: int, rate: int, resample_filter: str) -> int:
+    """Length at 16 kHz that :func:`resample_to_16k` gives for ``n_samples`` at ``rate``."""
+    if rate == SAMPLE_RATE:
+        return int(n_samples)
+    if RESAMPLER_LIBRARY[resample_filter] == "soxr":
+        return int(n_samples * SAMPLE_RATE / rate + 0.5)  # soxr rounds to nearest
+    return int(n_samples * SAMPLE_RATE / rate)  # resampy truncates
+
+
+def resample_to_16k(wave: np.ndarray, rate: int, resample_filter: str) -> np.ndarray:
+    """Resample mono ``wave`` from ``rate`` to 16 kHz (``float32``; 16 kHz input untouched).
+
+    Linear in ``wave``, so resampling the sum of several stems equals the sum of the resampled
+    stems up to float rounding (the build resamples each class's sum once).
+    """
+    if rate == SAMPLE_RATE:
+        return np.ascontiguousarray(wave, dtype=np.float32)
+    if resample_filter not in RESAMPLER_LIBRARY:
+        raise ValueError(f"resample filter must be one of {RESAMPLE_FILTERS}, "
+                         f"got {resample_filter!r}")
+    if RESAMPLER_LIBRARY[resample_filter] == "soxr":
+        import soxr
+
+        quality = "HQ" if resample_filter == "soxr_hq" else "VHQ"
+        out = soxr.resample(np.ascontiguousarray(wave, dtype=np.float32), rate, SAMPLE_RATE,
+                            quality=quality)
+    else:
+        import resampy
+
+        out = resampy.resample(wave, rate, SAMPLE_RATE, filter=resample_filter)
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def decode_stem(path: Path) -> tuple[np.ndarray, int]:
+    """Decode a stem and downmix it to mono (channel mean) at its own sample rate.
 
     Returns:
-        (float32 [n] at 16 kHz, the file's sample rate). Raises TrackSkip naming the file.
+        (float32 [n], the file's sample rate). Raises TrackSkip naming the file.
     """
-    import resampy
-
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises LibsndfileError, RuntimeError, ...
@@ -383,9 +434,19 @@ def load_stem_audio(
     mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     if not np.all(np.isfinite(mono)):
         raise TrackSkip(f"{path}: non-finite samples")
-    if rate != SAMPLE_RATE:
-        mono = resampy.resample(mono, rate, SAMPLE_RATE, filter=resample_filter)
     return np.ascontiguousarray(mono, dtype=np.float32), int(rate)
+
+
+def load_stem_audio(
+    path: Path, resample_filter: str = DEFAULT_RESAMPLE_FILTER
+) -> tuple[np.ndarray, int]:
+    """Decode a stem, downmix to mono (channel mean), resample it to 16 kHz.
+
+    Returns:
+        (float32 [n] at 16 kHz, the file's sample rate). Raises TrackSkip naming the file.
+    """
+    mono, rate = decode_stem(path)
+    return resample_to_16k(mono, rate, resample_filter), rate
 
 
 def load_stem_notes(path: Path) -> list[tuple[int, float, float]]:
@@ -416,6 +477,29 @@ class TrackResult:
     warnings: list[str]
     decode_cpu_s: float  # CPU seconds (all threads) decoding and resampling
     total_cpu_s: float
+    stage_cpu_s: dict[str, float] = field(default_factory=dict)  # CPU seconds per stage
+
+
+def _add_into(total: np.ndarray | None, wave: np.ndarray) -> np.ndarray:
+    """``total + wave``, the shorter zero-padded to the longer (in place when it fits)."""
+    if total is None:
+        return wave.copy()
+    if len(wave) > len(total):
+        total = np.pad(total, (0, len(wave) - len(total)))
+    total[: len(wave)] += wave
+    return total
+
+
+def _resample_class_sums(
+    sums: dict[tuple[int, int], np.ndarray], n_instruments: int, resample_filter: str,
+    n_samples: int,
+) -> np.ndarray:
+    """s_i at 16 kHz ``[I, n_samples]`` from each class's stems summed per sample rate."""
+    sources = np.zeros((n_instruments, n_samples), dtype=np.float32)
+    for (index, rate) in list(sums):
+        resampled = resample_to_16k(sums.pop((index, rate)), rate, resample_filter)
+        sources[index, : min(len(resampled), n_samples)] += resampled[:n_samples]
+    return sources
 
 
 def process_track(plan: TrackPlan, settings: BuildSettings) -> TrackResult:
@@ -423,15 +507,23 @@ def process_track(plan: TrackPlan, settings: BuildSettings) -> TrackResult:
     start = time.process_time()
     instruments = settings.instruments
     notes_warning: list[str] = []
-    decoded: dict[str, np.ndarray] = {}
+    # Resampling is linear: the stems of a class are summed at their own rate as they are
+    # decoded, then each class's sum is resampled once, which gives the class's source s_i with
+    # one resampler call per class instead of one per stem (and holds one sum per class, not
+    # every decoded stem); x = sum_i s_i stays exact.
+    sums: dict[tuple[int, int], np.ndarray] = {}  # (instrument index, rate) -> summed stems
     rates: dict[str, int] = {}
-    for key, rel in plan.audio_files.items():
-        decoded[key], rates[key] = load_stem_audio(plan.path / rel, settings.resample_filter)
-    decode_cpu_s = time.process_time() - start
+    lengths: dict[str, int] = {}  # each stem's length at 16 kHz
+    for index, name in enumerate(instruments):
+        for key in plan.stems[name]:
+            wave, rates[key] = decode_stem(plan.path / plan.audio_files[key])
+            lengths[key] = resampled_length(len(wave), rates[key], settings.resample_filter)
+            sums[index, rates[key]] = _add_into(sums.get((index, rates[key])), wave)
+            del wave
+    stage = {"decode": time.process_time() - start}
 
     # Equal lengths: Slakh renders every stem to the same length; small differences (other
     # renderers, resampling from different rates) are zero-padded, large ones are an error.
-    lengths = {key: len(wave) for key, wave in decoded.items()}
     n_samples = max(lengths.values())
     shortest = min(lengths, key=lengths.__getitem__)
     longest = max(lengths, key=lengths.__getitem__)
@@ -441,23 +533,27 @@ def process_track(plan: TrackPlan, settings: BuildSettings) -> TrackResult:
             f"but {plan.audio_files[longest]} is {n_samples / SAMPLE_RATE:.2f} s (stems differ "
             f"by {MAX_LENGTH_MISMATCH_S:g} s or more)"
         )
-    sources = np.zeros((len(instruments), n_samples), dtype=np.float32)
-    for index, name in enumerate(instruments):
-        for key in plan.stems[name]:
-            wave = decoded.pop(key)  # free each stem once summed
-            if len(wave) < n_samples:
-                notes_warning.append(f"{plan.audio_files[key]} zero-padded by "
-                                     f"{n_samples - len(wave)} samples to the longest stem")
-            sources[index, : len(wave)] += wave
+    for key in plan.audio_files:
+        if lengths[key] < n_samples:
+            notes_warning.append(f"{plan.audio_files[key]} zero-padded by "
+                                 f"{n_samples - lengths[key]} samples to the longest stem")
+    mark = time.process_time()
+    sources = _resample_class_sums(sums, len(instruments), settings.resample_filter, n_samples)
+    stage["resample"] = time.process_time() - mark
+    decode_cpu_s = time.process_time() - start
     mix = sources.sum(axis=0)  # x = sum_i s_i over the selected instruments only
 
+    mark = time.process_time()
     n_frames = features.n_frames(n_samples)
     roll = np.zeros((n_frames, len(instruments), features.N_PITCHES), dtype=bool)
     dropped_notes = 0
     for index, name in enumerate(instruments):
         notes: list[tuple[int, float, float]] = []
         for key in plan.stems[name]:
-            notes.extend(load_stem_notes(plan.path / plan.midi_files[key]))
+            stem_notes = load_stem_notes(plan.path / plan.midi_files[key])
+            if not stem_notes:  # kept (silence is a valid score), but worth a look
+                notes_warning.append(f"{plan.midi_files[key]} has no notes (empty {name} score)")
+            notes.extend(stem_notes)
         dropped_notes += features.count_out_of_range(notes)
         # union of the class's stems = roll of all their notes together
         roll[:, index] = features.piano_roll(notes, n_frames)
@@ -465,7 +561,11 @@ def process_track(plan: TrackPlan, settings: BuildSettings) -> TrackResult:
         notes_warning.append(f"{dropped_notes} notes outside MIDI "
                              f"{features.MIDI_MIN}-{features.MIDI_MAX} dropped")
 
+    stage["midi_roll"] = time.process_time() - mark
+    mark = time.process_time()
     spec = features.magnitude_spectrogram(mix)
+    stage["stft"] = time.process_time() - mark
+    mark = time.process_time()
     mask = features.harmonic_mask(
         roll,
         n_harmonics=settings.feature_params.n_harmonics,
@@ -473,6 +573,7 @@ def process_track(plan: TrackPlan, settings: BuildSettings) -> TrackResult:
         tuning_hz=settings.feature_params.tuning_hz,
     )
     activity = features.frame_activity(roll)
+    stage["harmonic_mask"] = time.process_time() - mark
     attrs = {
         "source_stems": plan.stems,
         "source_sample_rates": dict(sorted(rates.items())),
@@ -494,6 +595,7 @@ def process_track(plan: TrackPlan, settings: BuildSettings) -> TrackResult:
         warnings=[f"{plan.path}: {w}" for w in notes_warning],
         decode_cpu_s=decode_cpu_s,
         total_cpu_s=time.process_time() - start,
+        stage_cpu_s=stage,
     )
 
 
@@ -524,13 +626,19 @@ class ShardOutcome:
 
 
 def _write_json_atomic(path: Path, content: Any) -> None:
+    """Temporary file, fsync, rename; on failure the temporary file is removed."""
     temp = path.with_name(f".{path.name}.partial")
-    with open(temp, "w", encoding="utf-8") as handle:
-        json.dump(content, handle, indent=1, sort_keys=True)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, path)
+    text = json.dumps(content, indent=1, sort_keys=True) + "\n"
+    try:
+        with open(temp, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        fault_point("record-write")
+        os.replace(temp, path)
+    except OSError as error:
+        discard(temp)
+        raise write_error(path, error, "cannot write build record") from error
 
 
 def build_one_shard(
@@ -539,11 +647,26 @@ def build_one_shard(
     on_track: Callable[[TrackPlan], None] | None = None,
 ) -> ShardOutcome:
     """Build one shard (whole tracks, in id order) and its build record; returns the record."""
-    if single_thread:
-        import torch
+    import torch
 
-        torch.set_num_threads(1)  # one process per core: no oversubscription
-    warm_s = warm_resampy()
+    # The build parallelises across shards (workers), never inside a track: torch's intra-op
+    # threads only spin on the per-track STFT (benchmarks/prep.py: 5x its CPU on 2 threads).
+    # In a worker (single_thread) the setting stays; in the caller's process it is restored.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _build_one_shard(shard, plan_key, settings, out, planning_skipped, on_track)
+    finally:
+        if not single_thread:
+            torch.set_num_threads(threads)
+
+
+def _build_one_shard(
+    shard: ShardPlan, plan_key: str, settings: BuildSettings, out: Path,
+    planning_skipped: list[dict[str, str]], on_track: Callable[[TrackPlan], None] | None,
+) -> ShardOutcome:
+    """:func:`build_one_shard` with torch's threads already set."""
+    warm_s = warm_resampler(settings.resample_filter)
     start, start_cpu = time.perf_counter(), time.process_time()
     outcome = ShardOutcome(
         shard=shard.name, split=shard.split, plan_key=plan_key,
@@ -552,6 +675,7 @@ def build_one_shard(
     )
     decode_cpu_s = 0.0
     process_cpu_s = 0.0
+    stage_cpu_s: dict[str, float] = {"write": 0.0}
     writer: ShardWriter | None = None
     try:
         for track in shard.tracks:
@@ -568,8 +692,12 @@ def build_one_shard(
             finally:
                 if on_track is not None:
                     on_track(track)
+            fault_point("track-processed")
             decode_cpu_s += result.decode_cpu_s
             process_cpu_s += result.total_cpu_s
+            for name, seconds in result.stage_cpu_s.items():
+                stage_cpu_s[name] = stage_cpu_s.get(name, 0.0) + seconds
+            mark = time.process_time()
             if writer is None:
                 writer = ShardWriter(shard.path(out), split=shard.split,
                                      instruments=list(settings.instruments),
@@ -581,6 +709,8 @@ def build_one_shard(
                 outcome.skipped.append({"track": track.track_id,
                                         "reason": f"{track.path}: {_one_line(exc)}"})
                 continue
+            finally:
+                stage_cpu_s["write"] += time.process_time() - mark
             outcome.warnings.extend({"track": track.track_id, "warning": w}
                                     for w in result.warnings)
             outcome.active_frames = [a + int(b) for a, b in
@@ -589,8 +719,11 @@ def build_one_shard(
             outcome.samples += int(result.arrays.mix.shape[0])
             del result
         if writer is not None:
+            mark = time.process_time()
             record: ShardRecord = writer.close()
+            stage_cpu_s["write"] += time.process_time() - mark  # flush, fsync, SHA-256
             outcome.record = record.to_dict()
+            fault_point("shard-renamed")
         else:
             shard.path(out).unlink(missing_ok=True)  # a stale file from an older plan
     except BaseException:
@@ -601,6 +734,7 @@ def build_one_shard(
         "warmup_s": warm_s,
         "decode_resample_cpu_s": decode_cpu_s,
         "process_cpu_s": process_cpu_s,
+        **{f"{name}_cpu_s": seconds for name, seconds in stage_cpu_s.items()},
         "total_cpu_s": time.process_time() - start_cpu,  # incl. MIDI, features and writing
         "total_s": time.perf_counter() - start,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -701,10 +835,10 @@ def parse_part(text: str) -> tuple[int, int]:
     return index, count
 
 
-def _remove_stale(out: Path, shards: Sequence[ShardPlan]) -> list[Path]:
-    """Delete shard files, partials and build records that the plan does not name."""
+def _stale_files(out: Path, shards: Sequence[ShardPlan]) -> list[Path]:
+    """Shard files, partials and build records that the plan does not name."""
     planned = {s.name for s in shards}
-    removed = []
+    stale = []
     for split in SPLITS:
         folder = out / split
         if not folder.is_dir():
@@ -714,9 +848,8 @@ def _remove_stale(out: Path, shards: Sequence[ShardPlan]) -> list[Path]:
                 path.name.startswith(".") and path.name.endswith(".partial")) else path.name
             match = SHARD_NAME_RE.match(name)
             if match and f"{match.group(1)}-{match.group(2)}" not in planned:
-                path.unlink()
-                removed.append(path)
-    return removed
+                stale.append(path)
+    return stale
 
 
 def build_shards(
@@ -752,7 +885,7 @@ def build_shards(
         force: rebuild shards even when a matching finished one exists.
         shard_size_mb: target shard size, on the estimated uncompressed track sizes.
         n_harmonics: L, harmonics per note in the harmonic mask A.
-        resample_filter: resampy filter, ``kaiser_best`` or ``kaiser_fast``.
+        resample_filter: one of :data:`RESAMPLE_FILTERS` (default ``soxr_hq``).
         progress: show a tqdm progress bar (tracks, audio hours per second).
         log: where summary lines go (default: print to stdout).
 
@@ -794,7 +927,7 @@ def build_shards(
         "source_corpus": str(slakh_root.resolve()),
         "split_scheme": split_scheme,
         "stems_mode": stems,
-        "resample_filter": f"resampy {resample_filter}",
+        "resample_filter": f"{RESAMPLER_LIBRARY[resample_filter]} {resample_filter}",
         "instrument_map": imap.to_dict(),
     }
     settings = BuildSettings(tuple(names), params, stems, source, resample_filter)
@@ -805,9 +938,10 @@ def build_shards(
         raise BuildError(f"{slakh_root}: zero usable tracks ({len(plan.skipped)} found, all "
                          f"skipped){detail}")
 
-    out.mkdir(parents=True, exist_ok=True)
-    for path in _remove_stale(out, plan.shards):
-        say(f"removed stale {path} (not in the current plan)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BuildError(str(write_error(out, exc, "cannot create the output folder"))) from exc
     keys = {s.name: plan.shard_key(s) for s in plan.shards}
     mine = [s for s in plan.shards if s.global_index % part_count == part_index - 1]
     outcomes: dict[str, ShardOutcome] = {}
@@ -817,19 +951,32 @@ def build_shards(
         if done is not None:
             outcomes[shard.name] = done
         else:
-            shard.path(out).unlink(missing_ok=True)
-            shard.record_path(out).unlink(missing_ok=True)
             todo.append(shard)
+    stale = _stale_files(out, plan.shards)
+    if todo or stale:
+        # The old manifest no longer describes OUT once a shard changes: remove it first, so an
+        # interrupted rebuild leaves no manifest (-> "run prep build-shards"), never one whose
+        # shards are missing or different.
+        discard(out / MANIFEST_NAME)
+    for path in stale:
+        path.unlink()
+        say(f"removed stale {path} (not in the current plan)")
+    for shard in todo:
+        for path in (shard.path(out), shard.record_path(out), partial_path(shard.path(out))):
+            path.unlink(missing_ok=True)
     if outcomes:
         say(f"resuming: {len(outcomes)} finished shard(s) kept, {len(todo)} to build")
 
     # Tracks skipped while planning travel in the first shard's build record.
     first = plan.shards[0].name
     built_now: list[ShardOutcome] = []
-    for shard_outcome in _run_shards(todo, keys, settings, out, plan.skipped, first, workers,
-                                     progress):
-        outcomes[shard_outcome.shard] = shard_outcome
-        built_now.append(shard_outcome)
+    try:
+        for shard_outcome in _run_shards(todo, keys, settings, out, plan.skipped, first,
+                                         workers, progress):
+            outcomes[shard_outcome.shard] = shard_outcome
+            built_now.append(shard_outcome)
+    except ShardWriteError as exc:  # disk full, folder not writable: stop, keep finished shards
+        raise BuildError(f"{exc} (finished shards are kept; rerun to resume)") from exc
 
     # Shards of other parts count when they are already complete (checked once, here).
     for shard in plan.shards:
@@ -853,7 +1000,10 @@ def build_shards(
         raise BuildError(f"{slakh_root}: zero usable tracks (every planned track failed; "
                          "see the reasons above)")
     manifest = assemble_manifest(out)
-    write_manifest(out, manifest)
+    try:
+        write_manifest(out, manifest)
+    except ShardWriteError as exc:
+        raise BuildError(f"{exc} (the shards are complete; rerun or `prep index OUT`)") from exc
     _print_summary(say, [outcomes[s.name] for s in plan.shards], built_now, manifest["skipped"],
                    started, complete=True, manifest=manifest)
     if strict and manifest["skipped"]:

@@ -622,16 +622,17 @@ def _source_section(ctx: _Context) -> list[str]:
         "hierarchical_music_separation, AGPL-3.0-or-later; see Known limitations)"
         if ctx.uses_patch_names else ""
     )
-    filt = str(ctx.source.get("resample_filter", "resampy kaiser_best"))
+    filt = str(ctx.source.get("resample_filter", "soxr_hq"))
     lines += [
         "**What scorecritic changed** (the build, `prep/build.py`):",
         "",
         f"- kept only the stems of the selected classes ({', '.join(ctx.instruments)}) by "
         f"the instrument map `{ctx.map_source}`{map_note}; drum and other stems are never "
         "opened;",
-        f"- downmixed each stem to mono (channel mean) and resampled it to {SAMPLE_RATE} Hz "
-        f"({filt});",
-        "- summed the stems of each class into that instrument's source and **re-mixed** the "
+        "- downmixed each stem to mono (channel mean), summed the stems of each class at their "
+        f"own rate and resampled that sum to {SAMPLE_RATE} Hz ({filt}; resampling is linear, "
+        "so this equals resampling each stem);",
+        "- took each class's sum as that instrument's source and **re-mixed** the "
         "mixture as the sum of those sources only (Slakh's `mix.flac`, which holds every "
         "instrument, is not used);",
         "- computed features: magnitude STFT X, piano rolls Y from the stems' MIDI files "
@@ -918,7 +919,7 @@ def reconstruct_command(manifest: Mapping[str, Any], display: PathDisplay,
         words += ["--instrument-map", map_source]
     words += ["--stems", str(source.get("stems_mode", "eval"))]
     words += ["--n-harmonics", str(params.get("n_harmonics", DEFAULT_N_HARMONICS))]
-    words += ["--resample-filter", str(source.get("resample_filter", "kaiser_best")).split()[-1]]
+    words += ["--resample-filter", str(source.get("resample_filter", "soxr_hq")).split()[-1]]
     return shlex.join(words)
 
 

@@ -45,6 +45,7 @@ DEFAULT_TOLERANCE_BINS = 1
 # Activity rates below this floor are clamped before inverting them in class_weights.
 ACTIVITY_RATE_FLOOR = 1e-3
 _MASK_BLOCK_ROWS = 8192  # rows of [T*I, 88] per matrix product in harmonic_mask
+_STFT_BLOCK_FRAMES = 2048  # frames per FFT block in magnitude_spectrogram
 
 
 @dataclass(frozen=True)
@@ -193,15 +194,27 @@ def istft(spec: torch.Tensor, length: int) -> torch.Tensor:
 def magnitude_spectrogram(wave: np.ndarray) -> np.ndarray:
     """X = |STFT(wave)| as ``[n_frames(len(wave)), N_BINS] float32`` (time-major).
 
-    Runs ``torch.stft`` on the whole track at once, using torch's intra-op threads.
+    The same frames as :func:`stft` (``center=True``: zero padding of ``N_FFT // 2`` each side,
+    sqrt-Hann window), computed as windowed frames -> real FFT directly in time-major order,
+    which gives identical values to ``stft(...).abs().T`` at less than half its CPU cost
+    (no padding copy inside ``torch.stft``, no complex transpose; benchmarks/prep.py).
+    Frames are processed in blocks to bound the temporaries on long tracks.
     """
     wave = np.asarray(wave)
     if wave.ndim != 1:
         raise ValueError(f"magnitude_spectrogram expects a mono 1-D signal, got shape {wave.shape}")
+    count = n_frames(wave.shape[0])
+    padded = np.zeros(wave.shape[0] + 2 * (N_FFT // 2), dtype=np.float32)
+    padded[N_FFT // 2 : N_FFT // 2 + wave.shape[0]] = wave
+    out = np.empty((count, N_BINS), dtype=np.float32)
+    window = sqrt_hann_window()
     with torch.no_grad():
-        spec = stft(torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)), center=True)
-        magnitude = spec.abs().transpose(0, 1).contiguous()
-    return magnitude.numpy()
+        frames = torch.from_numpy(padded).unfold(0, N_FFT, HOP_LENGTH)  # [count, N_FFT] view
+        target = torch.from_numpy(out)
+        for first in range(0, count, _STFT_BLOCK_FRAMES):
+            block = frames[first : first + _STFT_BLOCK_FRAMES] * window
+            torch.abs(torch.fft.rfft(block, dim=1), out=target[first : first + _STFT_BLOCK_FRAMES])
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -298,21 +311,32 @@ def harmonic_mask(
     """The paper's harmonic activity A: ``roll [T, I, 88] -> [T, I, N_BINS] bool``.
 
     ``mask[t, i, f]`` is True iff some note active in ``roll[t, i]`` has a harmonic within
-    ``tolerance_bins`` of bin f (see :func:`harmonic_bins_table`). Computed as one matrix
-    product of the roll with the pitch->bins table (any-reduction over active pitches).
+    ``tolerance_bins`` of bin f (see :func:`harmonic_bins_table`). Computed as a matrix
+    product of the distinct roll rows with the pitch->bins table (any-reduction over active
+    pitches), then gathered back: music holds the same chord over many frames, so a track has
+    far fewer distinct rows than frames (benchmarks/prep.py: 20-30x cheaper than a product
+    over every row).
     """
     roll = np.asarray(roll)
     if roll.ndim < 1 or roll.shape[-1] != N_PITCHES:
         raise ValueError(f"harmonic_mask expects a roll [..., {N_PITCHES}], got {roll.shape}")
     table = harmonic_bins_table(n_harmonics, tolerance_bins, tuning_hz).astype(np.float32)
     flat = roll.reshape(-1, N_PITCHES)
-    mask = np.zeros((flat.shape[0], N_BINS), dtype=bool)
-    # Blocks of rows bound the float32 temporary (a 10-min, 3-instrument track would otherwise
-    # need 236 MB); each product entry counts the active pitches covering the bin (exact).
-    for first in range(0, flat.shape[0], _MASK_BLOCK_ROWS):
-        block = flat[first : first + _MASK_BLOCK_ROWS].astype(np.float32)
-        np.greater(block @ table, 0.5, out=mask[first : first + _MASK_BLOCK_ROWS])
-    return mask.reshape(*roll.shape[:-1], N_BINS)
+    if flat.shape[0] == 0:
+        return np.zeros((*roll.shape[:-1], N_BINS), dtype=bool)
+    # Distinct rows: 88 bools packed into 11 bytes, compared as one opaque value each.
+    packed = np.ascontiguousarray(np.packbits(flat.astype(bool, copy=False), axis=1))
+    keys = packed.view(np.dtype((np.void, packed.shape[1]))).ravel()
+    distinct, inverse = np.unique(keys, return_inverse=True)
+    rows = np.unpackbits(distinct.view(np.uint8).reshape(len(distinct), -1), axis=1,
+                         count=N_PITCHES)
+    distinct_mask = np.zeros((rows.shape[0], N_BINS), dtype=bool)
+    # Blocks of rows bound the float32 temporary; each product entry counts the active
+    # pitches covering the bin (exact).
+    for first in range(0, rows.shape[0], _MASK_BLOCK_ROWS):
+        block = rows[first : first + _MASK_BLOCK_ROWS].astype(np.float32)
+        np.greater(block @ table, 0.5, out=distinct_mask[first : first + _MASK_BLOCK_ROWS])
+    return distinct_mask[inverse.ravel()].reshape(*roll.shape[:-1], N_BINS)
 
 
 def frame_activity(roll: np.ndarray) -> np.ndarray:

@@ -41,21 +41,27 @@ stems; 1500 random 129-frame windows of spec+roll+harmonic_mask+activity read th
 stable figure on a shared machine, wall-clock windows/s is what the load left)::
 
     layout (chunk frames, filters)          GB/audio-hour  windows per CPU-s  windows/s (wall)
-    c32  spec none, masks lzf                   0.472           3274              1544
-    c64  spec none, masks lzf   <- default      0.471           3319              1378
-    c128 spec none, masks lzf                   0.474           3328              1098
-    c256 spec none, masks lzf                   0.474           3211              1037
-    c64  no compression                         0.544           3306              1195
-    c64  no compression, mask as bool           0.854           2733               895
-    c64  masks lzf, mask as bool                0.487            961               252
-    c64  spec lzf, masks lzf                    0.471           3231              1054
-    c64  spec shuffle+lzf, masks lzf            0.465           1260               556
-    c64  spec gzip1, masks gzip1                0.449            783               555
-    c64  spec shuffle+gzip1, masks lzf          0.431           1036               772
+    c32  spec none, masks lzf                   0.472           3622              3622
+    c64  spec none, masks lzf                   0.471           3716              3716
+    c128 spec none, masks lzf                   0.474           3629              3628
+    c256 spec none, masks lzf                   0.474           3624              3623
+    c64  no compression                         0.544           3618              3617
+    c64  no compression, mask as bool           0.854           3110              3110
+    c64  masks lzf, mask as bool                0.487           1012              1012
+    c64  spec lzf, masks lzf                    0.471           3563              3563
+    c64  spec shuffle+lzf, masks lzf            0.465           1273              1273
+    c64  spec gzip1, masks gzip1                0.449            781               781
+    c64  spec none, masks gzip1 <- default      0.470           3682              3682
+    c64  spec shuffle+gzip1, masks lzf          0.431           1051              1051
+
+(re-measured 2026-11-24 on the idle 2-core machine, 1000 windows, medians of 3.)
 
 So: 64-frame chunks (2 s; chunk length hardly matters for a 129-frame window), float16 spec
 uncompressed (lzf gains nothing on float16 magnitudes, shuffle/gzip save <= 8 % at 3x the CPU),
-roll/mask/activity lzf (they are sparse: without it the size target of 0.5 GB/h is missed),
+roll/mask/activity gzip level 1 (they are sparse: without compression the size target of
+0.5 GB/h is missed; lzf reads as fast but is not deterministic: h5py's bundled liblzf leaves its
+hash table uninitialised, so the same chunk sometimes compresses to different bytes and two
+builds of one corpus would not be checksum-equal; zlib's output is a pure function of its input),
 harmonic mask bit-packed (8x smaller than bools before compression, and 3x cheaper to read
 than lzf-compressed bools), audio uncompressed in 32000-sample chunks. Mix (0.23 GB/h) and
 spec (0.24 GB/h) are nearly all of the size; stems add 0.23 GB/h per instrument.
@@ -74,9 +80,11 @@ alone by :func:`manifest_from_shards` (``prep index``)::
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -87,6 +95,7 @@ import h5py
 import numpy as np
 
 from prep import __version__ as PACKAGE_VERSION
+from prep.faults import fault_point
 from prep.features import (
     HOP_LENGTH,
     N_BINS,
@@ -130,6 +139,51 @@ class ShardError(Exception):
     """A shard or manifest is missing, corrupt, inconsistent or of another format version."""
 
 
+class ShardWriteError(OSError):
+    """A shard, manifest or build record could not be written (disk full, folder not
+    writable, I/O error). The temporary file is already removed; the message names the path and
+    the cause. An ``OSError`` (not a :class:`ShardError`): the build stops, it is not a bad
+    track."""
+
+    def __init__(self, message: str, errno_code: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno_code
+
+
+_ERRNO_IN_TEXT = re.compile(r"errno = (\d+)")
+_WRITE_CAUSES = {
+    errno.ENOSPC: "disk full (no space left on device)",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EACCES: "not writable (permission denied)",
+    errno.EPERM: "not writable (operation not permitted)",
+    errno.EROFS: "not writable (read-only file system)",
+    errno.ENOTDIR: "not writable (a parent of it is a file, not a folder)",
+    errno.EEXIST: "not writable (a parent of it is a file, not a folder)",
+}
+
+
+def discard(path: Path) -> None:
+    """Delete a temporary file if it exists (also when its folder never came to be)."""
+    try:
+        Path(path).unlink()
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+
+
+def write_error(path: Path, error: OSError, action: str = "cannot write") -> ShardWriteError:
+    """A :class:`ShardWriteError` saying what failed at ``path`` and why.
+
+    h5py reports HDF5 I/O failures as ``OSError`` without ``errno`` but with ``errno = N`` in
+    its text; both forms are understood.
+    """
+    code = error.errno
+    if code is None:
+        match = _ERRNO_IN_TEXT.search(str(error))
+        code = int(match.group(1)) if match else None
+    cause = _WRITE_CAUSES.get(code, str(error).strip().splitlines()[0] if str(error) else "")
+    return ShardWriteError(f"{path}: {action}: {cause or type(error).__name__}", code)
+
+
 # --------------------------------------------------------------------------------------------
 # Storage layout
 # --------------------------------------------------------------------------------------------
@@ -151,9 +205,9 @@ class StorageLayout:
             "mix": "none",
             "stems": "none",
             "spec": "none",
-            "roll": "lzf",
-            "harmonic_mask": "lzf",
-            "activity": "lzf",
+            "roll": "gzip1",
+            "harmonic_mask": "gzip1",
+            "activity": "gzip1",
         }
     )
 
@@ -371,8 +425,13 @@ class ShardWriter:
         self.record: ShardRecord | None = None
         self._tracks: list[dict[str, Any]] = []
         self._temp = partial_path(self.path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file: h5py.File | None = self._create_file(self._temp)
+        self._file: h5py.File | None = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self._create_file(self._temp)
+        except OSError as error:
+            discard(self._temp)
+            raise write_error(self.path, error, "cannot create shard") from error
         try:
             # The format's own attrs win over same-named keys of `source`.
             root_attrs = {
@@ -386,6 +445,9 @@ class ShardWriter:
             _write_attrs(self._file, root_attrs)
             self._file.attrs["instruments"] = np.array(self.instruments, dtype=h5py.string_dtype())
             self._tracks_group = self._create_group(self._file, "tracks")
+        except OSError as error:
+            self.abort()
+            raise write_error(self.path, error, "cannot write shard") from error
         except BaseException:
             self.abort()
             raise
@@ -449,6 +511,13 @@ class ShardWriter:
             )
         if track.track_id in self._tracks_group:
             raise ShardError(f"{self.path}: track {track.track_id} added twice")
+        try:
+            self._write_track(track, arrays)
+        except OSError as error:  # disk full, I/O error: no half-written shard is kept
+            self.abort()
+            raise write_error(self.path, error, f"cannot write track {track.track_id}") from error
+
+    def _write_track(self, track: TrackArrays, arrays: dict[str, np.ndarray | None]) -> None:
         group = self._create_group(self._tracks_group, track.track_id)
         n_samples = arrays["mix"].shape[0]
         frames = arrays["spec"].shape[0]
@@ -459,6 +528,7 @@ class ShardWriter:
         _write_attrs(group, attrs)
         chunk = self.layout.chunk_frames
         self._create_dataset(group, "mix", arrays["mix"], chunk * HOP_LENGTH, units="waveform")
+        fault_point("shard-write")
         if arrays["stems"] is not None:
             stems = arrays["stems"]
             # Stems are read per window across all instruments: chunk along time only.
@@ -504,14 +574,19 @@ class ShardWriter:
             return self.record
         if self._file is None:
             raise ShardError(f"{self.path}: writer was aborted")
-        self._file.flush()
-        self._file.close()
-        self._file = None
-        _fsync_path(self._temp)
-        digest = sha256_file(self._temp)
-        size = self._temp.stat().st_size
-        os.replace(self._temp, self.path)
-        _fsync_path(self.path.parent)
+        try:
+            self._file.flush()
+            self._file.close()
+            self._file = None
+            _fsync_path(self._temp)
+            digest = sha256_file(self._temp)
+            size = self._temp.stat().st_size
+            fault_point("shard-rename")
+            os.replace(self._temp, self.path)
+            _fsync_path(self.path.parent)
+        except OSError as error:
+            self.abort()
+            raise write_error(self.path, error, "cannot finish shard") from error
         self.record = ShardRecord(
             path=f"{self.split}/{self.path.name}",
             sha256=digest,
@@ -526,6 +601,8 @@ class ShardWriter:
         if self._file is not None:
             try:
                 self._file.close()
+            except OSError:
+                pass  # e.g. disk full while flushing on close: the file is deleted anyway
             finally:
                 self._file = None
         self._temp.unlink(missing_ok=True)
@@ -602,16 +679,21 @@ def validate_track(track: TrackArrays, n_instruments: int) -> dict[str, np.ndarr
 def write_manifest(out: Path, manifest: Mapping[str, Any]) -> Path:
     """Write ``OUT/manifest.json`` atomically (temporary file, fsync, rename)."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     final = out / MANIFEST_NAME
     temp = out / f".{MANIFEST_NAME}{PARTIAL_SUFFIX}"
-    with open(temp, "w", encoding="utf-8") as handle:
-        json.dump(manifest, handle, indent=2, default=_json_default)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, final)
-    _fsync_path(out)
+    text = json.dumps(manifest, indent=2, default=_json_default) + "\n"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with open(temp, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        fault_point("manifest-write")
+        os.replace(temp, final)
+        _fsync_path(out)
+    except OSError as error:
+        discard(temp)
+        raise write_error(final, error, "cannot write manifest") from error
     return final
 
 
@@ -1309,6 +1391,7 @@ __all__ = [
     "ShardError",
     "ShardRecord",
     "ShardSet",
+    "ShardWriteError",
     "ShardWriter",
     "StorageLayout",
     "TrackArrays",
@@ -1324,6 +1407,8 @@ __all__ = [
     "sha256_file",
     "shard_path",
     "validate_track",
+    "discard",
     "verify",
+    "write_error",
     "write_manifest",
 ]

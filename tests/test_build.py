@@ -1,7 +1,7 @@
 """Tests of prep/build.py (``prep build-shards``, ``prep index``) on tiny synthetic corpora.
 
 Audio is synthetic (written here), metadata and MIDI are the real Slakh Track00001 fixture.
-Expected values are recomputed independently: resampy for the mixture, a per-note loop over
+Expected values are recomputed independently: soxr for the mixture, a per-note loop over
 the frame times for the piano roll.
 """
 
@@ -20,8 +20,8 @@ import h5py
 import numpy as np
 import pretty_midi
 import pytest
-import resampy
 import soundfile as sf
+import soxr
 import yaml
 
 from prep.build import BuildError, StrictError, build_shards, index_shards
@@ -62,10 +62,10 @@ def make_track(folder: Path, seed: int = 0, seconds: float = SECONDS,
 
 
 def expected_stem(path: Path) -> np.ndarray:
-    """Independent decode: channel mean, resampy to 16 kHz."""
+    """Independent decode: channel mean, soxr HQ (the build's default resampler) to 16 kHz."""
     data, rate = sf.read(path, dtype="float32", always_2d=True)
     mono = data.mean(axis=1)
-    return mono if rate == 16000 else resampy.resample(mono, rate, 16000)
+    return mono if rate == 16000 else soxr.resample(mono, rate, 16000, quality="HQ")
 
 
 def reference_roll(midi_paths: list[Path], n_frames: int) -> np.ndarray:
@@ -156,9 +156,9 @@ def test_stereo_and_22k_stems_are_downmixed_and_resampled(tmp_path: Path) -> Non
     assert [w["track"] for w in manifest["warnings"]] == ["Track01900"]
     assert "S03.flac zero-padded" in manifest["warnings"][0]["warning"]
     stereo = sf.read(track / "stems" / "S00.flac", dtype="float32")[0]
-    expected_guitar = (resampy.resample(stereo.mean(axis=1), SR_IN, 16000)
-                       + resampy.resample(sf.read(track / "stems" / "S08.flac",
-                                                  dtype="float32")[0], 22050, 16000))
+    expected_guitar = (soxr.resample(stereo.mean(axis=1), SR_IN, 16000, quality="HQ")
+                       + soxr.resample(sf.read(track / "stems" / "S08.flac",
+                                               dtype="float32")[0], 22050, 16000, quality="HQ"))
     np.testing.assert_allclose(data["stems"][1], expected_guitar, atol=1e-6)
     piano = sf.read(track / "stems" / "S02.flac", dtype="float32")[0].mean(axis=1)
     np.testing.assert_allclose(data["stems"][0], piano, atol=1e-6)  # 16 kHz: not resampled

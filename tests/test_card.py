@@ -234,7 +234,7 @@ def test_slakh_corpus_gets_slakh_attribution(built: tuple[Path, Path, str]) -> N
     assert "Slakh2100-split2" in header["pretty_name"]
     assert "not Slakh audio" not in text
     assert "Manilow" in text and "CC BY 4.0" in text
-    assert "resampled it to 16000 Hz" in text
+    assert "resampled that sum to 16000 Hz" in text
     assert "assumed to be Slakh2100" in text  # that folder does not exist here
     assert "/datasets/" not in text
 

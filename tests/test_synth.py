@@ -59,10 +59,17 @@ def read_int16(path: Path) -> np.ndarray:
     return audio
 
 
+def test_preset_none_renders_nothing(tmp_path: Path) -> None:
+    """The pipeline's render stage on a real Slakh2100 copy: an explained, empty folder."""
+    result = CliRunner().invoke(main, ["synth-slakh", "--preset", "none", "--out", str(tmp_path / "c")])
+    assert result.exit_code == 0, result.output
+    assert [p.name for p in (tmp_path / "c").iterdir()] == ["NOTHING_RENDERED.txt"]
+
+
 def test_presets() -> None:
     assert set(SYNTH_PRESETS) == {"demo", "bench", "tiny"}
     (option,) = [o for o in main.commands["synth-slakh"].params if o.name == "preset"]
-    assert set(option.type.choices) == set(SYNTH_PRESETS)
+    assert set(option.type.choices) == set(SYNTH_PRESETS) | {"none"}
     assert (
         SYNTH_PRESETS["tiny"].tracks * SYNTH_PRESETS["tiny"].seconds
         < SYNTH_PRESETS["demo"].tracks * SYNTH_PRESETS["demo"].seconds

@@ -130,16 +130,15 @@ class WindowDataset(Dataset):
                     "`prep build-shards --stems all`"
                 )
 
-    def read_window(self, window: Window) -> dict[str, np.ndarray]:
-        """Read one window, channel-major (``[C..., T]``) numpy arrays keyed by batch name."""
+    def _read_time_major(self, window: Window) -> dict[str, np.ndarray]:
+        """One window as stored: frame fields time-major ``[T, C...]``, stems ``[I, L]``."""
         item: dict[str, np.ndarray] = {}
         if self.frame_fields:
             frames = self.shards.read_frames(
                 window.track_index, window.start, self.window_frames, self.frame_fields
             )
             for field in self.frame_fields:
-                # time axis first in the shard -> last for the models
-                item[FRAME_FIELDS[field]] = np.moveaxis(np.asarray(frames[field]), 0, -1)
+                item[FRAME_FIELDS[field]] = np.asarray(frames[field])
         if self.sample_fields:
             samples = self.shards.read_samples(
                 window.track_index, window.start, self.window_frames, fields=self.sample_fields
@@ -148,14 +147,29 @@ class WindowDataset(Dataset):
                 item[SAMPLE_FIELDS[field]] = np.asarray(samples[field], dtype=np.float32)
         return item
 
+    def read_window(self, window: Window) -> dict[str, np.ndarray]:
+        """Read one window, channel-major (``[C..., T]``) numpy arrays keyed by batch name."""
+        item = self._read_time_major(window)
+        for key in FRAME_FIELDS.values():
+            if key in item:
+                # time axis first in the shard -> last for the models
+                item[key] = np.moveaxis(item[key], 0, -1)
+        return item
+
     def __getitem__(self, windows: Sequence[Window]) -> dict[str, torch.Tensor]:
-        items = [self.read_window(w) for w in windows]
+        items = [self._read_time_major(w) for w in windows]
         batch = {}
         for key in items[0]:
+            # Stack time-major (contiguous copies), then move time last in torch: one blocked
+            # transpose per batch instead of numpy's strided copy of every window (which was
+            # 43% of a worker's time, benchmarks/loading.py).
             stacked = np.stack([item[key] for item in items])
             if stacked.dtype != np.bool_:
                 stacked = stacked.astype(np.float32, copy=False)
-            batch[key] = torch.from_numpy(np.ascontiguousarray(stacked))
+            tensor = torch.from_numpy(stacked)
+            if key in FRAME_FIELDS.values():
+                tensor = tensor.movedim(1, -1)
+            batch[key] = tensor.contiguous()
         if "Y" in batch:
             batch["Y"] = batch["Y"].float()  # BCE targets
         return batch

@@ -39,8 +39,9 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from prep.faults import fault_point
 from prep.features import stft
-from prep.shards import ShardSet
+from prep.shards import ShardSet, discard, write_error
 from train import losses as L
 from train.config import LossConfig, ModelConfig, TrainConfig, to_dict
 from train.data import (
@@ -52,7 +53,13 @@ from train.data import (
     track_frame_counts,
     validation_windows,
 )
-from train.model import ScoreCriticModel, build_model, load_model, save_checkpoint
+from train.model import (
+    CHECKPOINT_FORMAT_VERSION,
+    ScoreCriticModel,
+    build_model,
+    load_model,
+    save_checkpoint,
+)
 
 STEPS = ("step1", "step2", "step3", "baseline", "supervised")
 Terms = dict[str, Tensor]
@@ -273,6 +280,28 @@ def setup_distributed(device: str) -> Dist:
     return Dist(rank, world, dev)
 
 
+def configure_cpu_threads(device: torch.device, num_workers: int) -> int:
+    """Set torch's intra-op threads for CPU training so that this machine's training processes
+    and their DataLoader workers together use at most one thread per core; returns the count.
+
+    torch defaults to one thread per core in *every* process; with DataLoader workers, DDP
+    processes or any other load, its OpenMP threads then wait on descheduled peers at every
+    parallel region (benchmarks/train.py: step 3 ran 4.7x slower with 7x the CPU on 2 threads
+    than on 1 under load). An explicit ``OMP_NUM_THREADS`` (torchrun sets 1 when launching
+    several processes) is left alone; on CUDA torch's default is kept.
+    """
+    if device.type != "cpu" or "OMP_NUM_THREADS" in os.environ:
+        return torch.get_num_threads()
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    processes = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    threads = max(1, cores // processes - num_workers)
+    torch.set_num_threads(threads)
+    return threads
+
+
 def seed_everything(seed: int) -> None:
     """Seed python, numpy and torch (weights initialisation, dropout)."""
     random.seed(seed)
@@ -334,10 +363,31 @@ def _checkpoint_extra(spec: StepSpec, instruments: list[str], epoch: int, val: f
 
 
 def _atomic_save(payload: dict[str, Any], path: Path) -> None:
-    """``torch.save`` to a temporary file then rename: never a half-written ``last.pt``."""
+    """``torch.save`` to a temporary file, fsync, rename: never a half-written ``last.pt``
+    (also after a power cut); a failed write (disk full) removes the temporary file."""
     tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        fault_point("checkpoint-write")
+        os.replace(tmp, path)
+    except OSError as err:
+        discard(tmp)
+        raise TrainingError(str(write_error(path, err, "cannot save checkpoint"))) from err
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    """Write a small text file (metrics.json, config.json) whole or not at all: a kill never
+    leaves a truncated JSON that a rerun would then fail to parse."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as err:
+        discard(tmp)
+        raise TrainingError(str(write_error(path, err, "cannot write"))) from err
 
 
 # ---------------------------------------------------------------------------------------------
@@ -396,6 +446,11 @@ def _read_checked(losses: NetLosses, where: str) -> dict[str, float]:
     return out
 
 
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
 class Trainer:
     """Trains one :class:`StepSpec`; ``fit()`` runs epochs until early stop or max_epochs."""
 
@@ -415,6 +470,7 @@ class Trainer:
     ) -> None:
         self.spec, self.cfg, self.loss_cfg, self.out = spec, train_cfg, loss_cfg, Path(out)
         self.env = env or setup_distributed(train_cfg.device)
+        self.threads = configure_cpu_threads(self.env.device, train_cfg.num_workers)
         self.progress_bar = progress and self.env.main
         try:  # checksums are verified at open: a bad shard stops the run here, named
             self.train_set = ShardSet(shards_root, "train")
@@ -525,6 +581,7 @@ class Trainer:
                 for name in self.spec.trained:
                     nn.utils.clip_grad_norm_(self.modules[name].parameters(), self.cfg.grad_clip)
             self.optimizer.step()
+            fault_point("train-step")
             t2 = time.perf_counter()
             wait, busy = wait + (t1 - t0), busy + (t2 - t1)
             meter.add(values)
@@ -576,7 +633,9 @@ class Trainer:
                 save_checkpoint(self.out / "best.pt", self.modules[self.spec.objective], extra)
                 for name, filename in self.spec.also_saved.items():
                     save_checkpoint(self.out / filename, self.modules[name], extra)
+            fault_point("best-written")  # best.pt of this epoch saved, last.pt not yet
             state = {
+                "format_version": CHECKPOINT_FORMAT_VERSION,
                 "step": self.spec.name,
                 "instruments": self.instruments,
                 "nets": {n: self.modules[n].state_dict() for n in self.spec.trained},
@@ -593,7 +652,20 @@ class Trainer:
         path = self.out / "last.pt"
         if not path.is_file():
             raise TrainingError(f"--resume: no {path} to resume from (start without --resume)")
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # truncated file, or a pickle of something other than data
+            raise TrainingError(
+                f"{path}: cannot resume, not a readable training state ({_first_line(err)}); "
+                "delete it to start over"
+            ) from err
+        found = state.get("format_version") if isinstance(state, dict) else None
+        if found != CHECKPOINT_FORMAT_VERSION:
+            raise TrainingError(
+                f"{path}: training state format_version {found!r} found, expected "
+                f"{CHECKPOINT_FORMAT_VERSION} (written by another scorecritic version; delete it "
+                "to start over)"
+            )
         if state.get("step") != self.spec.name:
             raise TrainingError(
                 f"{path} belongs to step {state.get('step')!r}, not {self.spec.name!r}"
@@ -624,7 +696,7 @@ class Trainer:
             "val_tracks": len(self.val_set),
             "parameters": {n: m.n_parameters() for n, m in self.modules.items()},
         }
-        (self.out / "config.json").write_text(json.dumps(config, indent=2))
+        _write_text_atomic(self.out / "config.json", json.dumps(config, indent=2))
 
     # -- epochs --------------------------------------------------------------------------------
 
@@ -685,7 +757,7 @@ class Trainer:
             "history": self.state.history,
         }
         if self.env.main:
-            (self.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+            _write_text_atomic(self.out / "metrics.json", json.dumps(metrics, indent=2))
         return metrics
 
 
