@@ -102,8 +102,8 @@ def measure_ddp(shards: Path, runs: Path, steps: int, batch_size: int) -> dict:
         subprocess.run(command, check=True, capture_output=True, text=True, env=env, cwd=ROOT)
         metrics = json.loads((out / "metrics.json").read_text())
         epoch = metrics["history"][-1]
-        # windows_per_s is rank 0's; every rank steps in lockstep with its own batch
-        result[str(procs)] = {"windows_per_s": epoch["windows_per_s"] * procs,
+        # the trainer's windows_per_s already counts every rank (steps x batch x world / time)
+        result[str(procs)] = {"windows_per_s": epoch["windows_per_s"],
                               "data_wait_fraction": epoch["data_wait_fraction"],
                               "wall_s": time.perf_counter() - start}
     result["speedup"] = result["2"]["windows_per_s"] / result["1"]["windows_per_s"]
