@@ -68,6 +68,7 @@ import numpy as np
 import soundfile as sf
 
 from prep import features
+from prep.atomic import atomic_write_text
 from prep.faults import fault_point
 from prep.features import SAMPLE_RATE, FeatureParams
 from prep.shards import (
@@ -626,19 +627,9 @@ class ShardOutcome:
 
 
 def _write_json_atomic(path: Path, content: Any) -> None:
-    """Temporary file, fsync, rename; on failure the temporary file is removed."""
-    temp = path.with_name(f".{path.name}.partial")
+    """A build record, whole or not at all (:func:`prep.atomic.atomic_write_text`)."""
     text = json.dumps(content, indent=1, sort_keys=True) + "\n"
-    try:
-        with open(temp, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        fault_point("record-write")
-        os.replace(temp, path)
-    except OSError as error:
-        discard(temp)
-        raise write_error(path, error, "cannot write build record") from error
+    atomic_write_text(path, text, fault="record-write", action="cannot write build record")
 
 
 def build_one_shard(

@@ -34,6 +34,7 @@ import yaml
 
 from prep import __version__ as PACKAGE_VERSION
 from prep import features
+from prep.atomic import atomic_write_text
 from prep.features import (
     DEFAULT_N_HARMONICS,
     DEFAULT_TOLERANCE_BINS,
@@ -1199,11 +1200,7 @@ def write_card(shards_root: Path, out: Path | None = None, command: str | None =
     text = render_card(manifest, facts=facts, command=command, display=display,
                        shards_shown=shown)
     target = Path(out) if out is not None else shards_root / CARD_NAME
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temp = target.with_name(f".{target.name}.partial")
-    temp.write_text(text, encoding="utf-8")
-    temp.replace(target)
-    return target
+    return atomic_write_text(target, text, action="cannot write data card")
 
 
 def card_header(text: str) -> dict[str, Any]:

@@ -80,11 +80,9 @@ alone by :func:`manifest_from_shards` (``prep index``)::
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -95,6 +93,15 @@ import h5py
 import numpy as np
 
 from prep import __version__ as PACKAGE_VERSION
+from prep.atomic import (  # noqa: F401  (re-exported: part of the format's public API)
+    PARTIAL_SUFFIX,
+    ShardWriteError,
+    atomic_write_text,
+    discard,
+    fsync_folder,
+    partial_path,
+    write_error,
+)
 from prep.faults import fault_point
 from prep.features import (
     HOP_LENGTH,
@@ -109,7 +116,6 @@ from prep.features import (
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 SHARD_SUFFIX = ".h5"
-PARTIAL_SUFFIX = ".partial"
 DEFAULT_TARGET_SHARD_BYTES = 256 * 2**20
 
 FRAME_FIELDS = ("spec", "roll", "harmonic_mask", "activity")
@@ -137,51 +143,6 @@ PACKED_BINS = (N_BINS + 7) // 8  # 129 bytes per packed harmonic-mask row
 
 class ShardError(Exception):
     """A shard or manifest is missing, corrupt, inconsistent or of another format version."""
-
-
-class ShardWriteError(OSError):
-    """A shard, manifest or build record could not be written (disk full, folder not
-    writable, I/O error). The temporary file is already removed; the message names the path and
-    the cause. An ``OSError`` (not a :class:`ShardError`): the build stops, it is not a bad
-    track."""
-
-    def __init__(self, message: str, errno_code: int | None = None) -> None:
-        super().__init__(message)
-        self.errno = errno_code
-
-
-_ERRNO_IN_TEXT = re.compile(r"errno = (\d+)")
-_WRITE_CAUSES = {
-    errno.ENOSPC: "disk full (no space left on device)",
-    errno.EDQUOT: "disk quota exceeded",
-    errno.EACCES: "not writable (permission denied)",
-    errno.EPERM: "not writable (operation not permitted)",
-    errno.EROFS: "not writable (read-only file system)",
-    errno.ENOTDIR: "not writable (a parent of it is a file, not a folder)",
-    errno.EEXIST: "not writable (a parent of it is a file, not a folder)",
-}
-
-
-def discard(path: Path) -> None:
-    """Delete a temporary file if it exists (also when its folder never came to be)."""
-    try:
-        Path(path).unlink()
-    except (FileNotFoundError, NotADirectoryError):
-        pass
-
-
-def write_error(path: Path, error: OSError, action: str = "cannot write") -> ShardWriteError:
-    """A :class:`ShardWriteError` saying what failed at ``path`` and why.
-
-    h5py reports HDF5 I/O failures as ``OSError`` without ``errno`` but with ``errno = N`` in
-    its text; both forms are understood.
-    """
-    code = error.errno
-    if code is None:
-        match = _ERRNO_IN_TEXT.search(str(error))
-        code = int(match.group(1)) if match else None
-    cause = _WRITE_CAUSES.get(code, str(error).strip().splitlines()[0] if str(error) else "")
-    return ShardWriteError(f"{path}: {action}: {cause or type(error).__name__}", code)
 
 
 # --------------------------------------------------------------------------------------------
@@ -293,12 +254,6 @@ def shard_path(out: Path, split: str, index: int) -> Path:
     return Path(out) / split / f"{split}-{index:05d}{SHARD_SUFFIX}"
 
 
-def partial_path(path: Path) -> Path:
-    """The temporary name a shard is written under before its atomic rename."""
-    path = Path(path)
-    return path.with_name(f".{path.name}{PARTIAL_SUFFIX}")
-
-
 def sha256_file(path: Path, block_size: int = 4 * 2**20) -> str:
     """Hex SHA-256 of a file's bytes."""
     digest = hashlib.sha256()
@@ -306,14 +261,6 @@ def sha256_file(path: Path, block_size: int = 4 * 2**20) -> str:
         while block := handle.read(block_size):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _attr_value(value: Any) -> Any:
@@ -578,12 +525,12 @@ class ShardWriter:
             self._file.flush()
             self._file.close()
             self._file = None
-            _fsync_path(self._temp)
+            fsync_folder(self._temp)
             digest = sha256_file(self._temp)
             size = self._temp.stat().st_size
             fault_point("shard-rename")
             os.replace(self._temp, self.path)
-            _fsync_path(self.path.parent)
+            fsync_folder(self.path.parent)
         except OSError as error:
             self.abort()
             raise write_error(self.path, error, "cannot finish shard") from error
@@ -678,23 +625,10 @@ def validate_track(track: TrackArrays, n_instruments: int) -> dict[str, np.ndarr
 
 def write_manifest(out: Path, manifest: Mapping[str, Any]) -> Path:
     """Write ``OUT/manifest.json`` atomically (temporary file, fsync, rename)."""
-    out = Path(out)
-    final = out / MANIFEST_NAME
-    temp = out / f".{MANIFEST_NAME}{PARTIAL_SUFFIX}"
     text = json.dumps(manifest, indent=2, default=_json_default) + "\n"
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with open(temp, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        fault_point("manifest-write")
-        os.replace(temp, final)
-        _fsync_path(out)
-    except OSError as error:
-        discard(temp)
-        raise write_error(final, error, "cannot write manifest") from error
-    return final
+    return atomic_write_text(
+        Path(out) / MANIFEST_NAME, text, fault="manifest-write", action="cannot write manifest"
+    )
 
 
 def read_manifest(out: Path) -> dict[str, Any]:

@@ -125,7 +125,7 @@ def test_killed_training_resumes_bit_equal(step, faults, shards, params, tmp_pat
         assert not (resumed / "metrics.json").exists()  # not mistaken for a finished run
     in_process(train_args(step, shards, resumed, params, *extra, "--resume"))
     assert_same_weights(straight, resumed)
-    assert not list(resumed.glob(".*.tmp"))
+    assert not list(resumed.glob(".*.partial"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -180,7 +180,7 @@ def test_disk_full_while_saving_last_pt_keeps_the_previous_one(shards, tmp_path,
     real_save = torch.save
 
     def full_disk(obj, f, *args, **kwargs):
-        if str(getattr(f, "name", "")).endswith(".last.pt.tmp"):
+        if str(getattr(f, "name", "")).endswith(".last.pt.partial"):
             f.write(b"\0" * 100)  # some bytes made it before the disk filled up
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_save(obj, f, *args, **kwargs)
@@ -190,7 +190,7 @@ def test_disk_full_while_saving_last_pt_keeps_the_previous_one(shards, tmp_path,
         run("step1", shards, _train_cfg(steps_per_epoch=1, max_epochs=2), MODEL,
             loss_preset("step1"), out, resume=True, progress=False)
     assert hashlib.sha256((out / "last.pt").read_bytes()).hexdigest() == before
-    assert not list(out.glob(".*.tmp"))
+    assert not list(out.glob(".*.partial"))
 
 
 # --------------------------------------------------------------------------------------------

@@ -39,13 +39,13 @@ plain dict) and ``state_dict`` plus any extra plain entries, written atomically,
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from prep.atomic import atomic_write
 from train.config import ConfigError, ModelConfig, from_dict, to_dict
 
 __all__ = [
@@ -399,24 +399,7 @@ def save_checkpoint(
         **extra,
     }
     _check_plain(payload, "checkpoint")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
-    return path
+    return atomic_write(Path(path), lambda f: torch.save(payload, f), action="cannot save checkpoint")
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:

@@ -39,9 +39,10 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from prep.atomic import atomic_write, atomic_write_text
 from prep.faults import fault_point
 from prep.features import stft
-from prep.shards import ShardSet, discard, write_error
+from prep.shards import ShardSet
 from train import losses as L
 from train.config import LossConfig, ModelConfig, TrainConfig, to_dict
 from train.data import (
@@ -363,31 +364,23 @@ def _checkpoint_extra(spec: StepSpec, instruments: list[str], epoch: int, val: f
 
 
 def _atomic_save(payload: dict[str, Any], path: Path) -> None:
-    """``torch.save`` to a temporary file, fsync, rename: never a half-written ``last.pt``
-    (also after a power cut); a failed write (disk full) removes the temporary file."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    """``last.pt`` whole or not at all, also after a power cut or a full disk."""
     try:
-        with open(tmp, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        fault_point("checkpoint-write")
-        os.replace(tmp, path)
+        atomic_write(
+            path, lambda f: torch.save(payload, f), fault="checkpoint-write",
+            action="cannot save checkpoint",
+        )
     except OSError as err:
-        discard(tmp)
-        raise TrainingError(str(write_error(path, err, "cannot save checkpoint"))) from err
+        raise TrainingError(str(err)) from err
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
-    """Write a small text file (metrics.json, config.json) whole or not at all: a kill never
-    leaves a truncated JSON that a rerun would then fail to parse."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    """metrics.json, config.json whole or not at all: a kill never leaves a truncated JSON that
+    a rerun would then fail to parse."""
     try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        atomic_write_text(path, text)
     except OSError as err:
-        discard(tmp)
-        raise TrainingError(str(write_error(path, err, "cannot write"))) from err
+        raise TrainingError(str(err)) from err
 
 
 # ---------------------------------------------------------------------------------------------
