@@ -738,26 +738,13 @@ def plot_track(
         fig, axes = plt.subplots(
             len(instruments), 2, figsize=(11, 2.2 * len(instruments)), squeeze=False
         )
+        roll_style = dict(
+            origin="lower", aspect="auto", cmap="Greys", vmin=0, vmax=1, extent=extent_roll
+        )
         for i, name in enumerate(instruments):
-            axes[i, 0].imshow(
-                prob[i][:, :n_show],
-                origin="lower",
-                aspect="auto",
-                cmap="Greys",
-                vmin=0,
-                vmax=1,
-                extent=extent_roll,
-            )
+            axes[i, 0].imshow(prob[i][:, :n_show], **roll_style)
             axes[i, 0].set_title(f"{system}: predicted {name}")
-            axes[i, 1].imshow(
-                outputs.ref_roll[i][:, :n_show],
-                origin="lower",
-                aspect="auto",
-                cmap="Greys",
-                vmin=0,
-                vmax=1,
-                extent=extent_roll,
-            )
+            axes[i, 1].imshow(outputs.ref_roll[i][:, :n_show], **roll_style)
             axes[i, 1].set_title(f"true {name}")
             axes[i, 0].set_ylabel("MIDI")
         for ax in axes[-1]:
