@@ -772,12 +772,13 @@ def read_build_records(out: Path) -> tuple[list[dict[str, Any]], list[str]]:
     return records, problems
 
 
-def assemble_manifest(out: Path) -> dict[str, Any]:
+def assemble_manifest(out: Path, known_sha256: dict[str, str] | None = None) -> dict[str, Any]:
     """``manifest_from_shards(out)`` plus the build records' skipped tracks and warnings.
 
-    Used by both ``build_shards`` and ``prep index``, so the two agree.
+    Used by both ``build_shards`` and ``prep index``, so the two agree. ``known_sha256``: the
+    checksums the build has just computed or verified, so it does not hash every shard twice.
     """
-    manifest = manifest_from_shards(out)
+    manifest = manifest_from_shards(out, known_sha256)
     records, problems = read_build_records(out)
     skipped: list[dict[str, str]] = []
     notes: list[dict[str, str]] = []
@@ -990,7 +991,8 @@ def build_shards(
     if not any(o.record for o in outcomes.values()):
         raise BuildError(f"{slakh_root}: zero usable tracks (every planned track failed; "
                          "see the reasons above)")
-    manifest = assemble_manifest(out)
+    verified = {o.record["path"]: o.record["sha256"] for o in outcomes.values() if o.record}
+    manifest = assemble_manifest(out, verified)
     try:
         write_manifest(out, manifest)
     except ShardWriteError as exc:

@@ -663,8 +663,14 @@ def list_shard_files(out: Path) -> list[Path]:
     )
 
 
-def manifest_from_shards(out: Path) -> dict[str, Any]:
+def manifest_from_shards(
+    out: Path, known_sha256: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """Rebuild the manifest from the shard files alone (``prep index``).
+
+    ``known_sha256`` maps shard paths relative to OUT to checksums the caller has just computed
+    (the builder hashes each shard as it writes or resumes it): those files are not read a
+    second time.
 
     Checksums, sizes, track lists, hours per split, instruments, feature params and source are
     read from the shards; ``activity_rate``/``class_weight`` are recomputed from the
@@ -730,7 +736,7 @@ def manifest_from_shards(out: Path) -> dict[str, Any]:
         shards.append(
             {
                 "path": relative,
-                "sha256": sha256_file(path),
+                "sha256": (known_sha256 or {}).get(relative) or sha256_file(path),
                 "bytes": path.stat().st_size,
                 "split": split,
                 "tracks": tracks,
@@ -982,22 +988,19 @@ class ShardSet:
     @property
     def activity_rate(self) -> np.ndarray:
         """Training-set frame activity rate per instrument (manifest), float32 [I]."""
-        rates = self.manifest.get("activity_rate")
-        if not rates:
-            raise ShardError(
-                f"{self.root / MANIFEST_NAME}: no activity_rate (no train split was built)"
-            )
-        return np.asarray([rates[name] for name in self.instruments], dtype=np.float32)
+        return self._per_instrument("activity_rate")
 
     @property
     def class_weights(self) -> np.ndarray:
         """Instrument weights on the transcription loss (manifest), float32 [I]."""
-        weights = self.manifest.get("class_weight")
-        if not weights:
-            raise ShardError(
-                f"{self.root / MANIFEST_NAME}: no class_weight (no train split was built)"
-            )
-        return np.asarray([weights[name] for name in self.instruments], dtype=np.float32)
+        return self._per_instrument("class_weight")
+
+    def _per_instrument(self, key: str) -> np.ndarray:
+        """A manifest entry keyed by instrument name, in model order, float32 [I]."""
+        values = self.manifest.get(key)
+        if not values:
+            raise ShardError(f"{self.root / MANIFEST_NAME}: no {key} (no train split was built)")
+        return np.asarray([values[name] for name in self.instruments], dtype=np.float32)
 
     @property
     def feature_params(self) -> FeatureParams:

@@ -208,6 +208,19 @@ def _check_each(logits_each: Tensor, Y: Tensor, name: str) -> None:
         )
 
 
+def _source_score(
+    logits_each: Tensor, Y: Tensor, weights: Tensor | None, keep_own: bool, name: str
+) -> Tensor:
+    """Shared body of eq. 5 and eq. 10: BCE of the transcriptor on each separated source against
+    Y^(i) (``keep_own``) or its complement Y - Y^(i), weighted per class, per frame."""
+    _check_each(logits_each, Y, name)
+    batch, n_inst, _, _, frames = logits_each.shape
+    w = _weights(weights, n_inst, logits_each.device)
+    bce = bce_with_logits(logits_each, _source_targets(Y, keep_own=keep_own))  # [b, Is, I, 88, T]
+    per_class = bce.sum(dim=(0, 1, 3, 4))  # [I]
+    return _per_frame((w * per_class).sum(), batch, frames)
+
+
 def separated_score_loss(logits_each: Tensor, Y: Tensor, weights: Tensor | None = None) -> Tensor:
     """sum_i L_score(S_hat_i, Y^(i))  -- paper eq. (5), summed over the sources i as in eq. (8).
 
@@ -223,12 +236,7 @@ def separated_score_loss(logits_each: Tensor, Y: Tensor, weights: Tensor | None 
     Returns:
         Scalar: sum over i, j, n, t and batch, divided by batch x frames.
     """
-    _check_each(logits_each, Y, "separated_score_loss")
-    batch, n_inst, _, _, frames = logits_each.shape
-    w = _weights(weights, n_inst, logits_each.device)
-    bce = bce_with_logits(logits_each, _source_targets(Y, keep_own=True))  # [b, Is, I, 88, T]
-    per_class = bce.sum(dim=(0, 1, 3, 4))  # [I]
-    return _per_frame((w * per_class).sum(), batch, frames)
+    return _source_score(logits_each, Y, weights, keep_own=True, name="separated_score_loss")
 
 
 def active_instruments(Y: Tensor) -> Tensor:
@@ -485,12 +493,9 @@ def adversarial_transcription_loss(
         Y: target roll [batch, I, 88, T].
         weights: instrument weights w [I].
     """
-    _check_each(logits_each, Y, "adversarial_transcription_loss")
-    batch, n_inst, _, _, frames = logits_each.shape
-    w = _weights(weights, n_inst, logits_each.device)
-    bce = bce_with_logits(logits_each, _source_targets(Y, keep_own=False))  # [b, Is, I, 88, T]
-    per_class = bce.sum(dim=(0, 1, 3, 4))  # [I]
-    return _per_frame((w * per_class).sum(), batch, frames)
+    return _source_score(
+        logits_each, Y, weights, keep_own=False, name="adversarial_transcription_loss"
+    )
 
 
 def transcription_loss_step3(
