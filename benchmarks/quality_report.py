@@ -1,0 +1,154 @@
+"""Headline figures of the quality benchmark (issue 9) from a ``train evaluate`` metrics.json.
+
+Runs of the same system under several seeds are named ``<system>`` (seed 0) and
+``<system>-seed<k>``; they are pooled here into a mean and a spread (min..max over seeds).
+Prints, as markdown:
+
+1. Table 1 (SI-SDR, dB) per system: seed mean, spread, number of seeds, the paper's value;
+2. the gain ratio per instrument, (best step 3 - mixture) / (supervised - mixture), with the
+   paper's (5.75 vs 8.16 vs -2.34 dB: 0.77 on average);
+3. the paper's orderings, each checked on the seed means;
+4. Table 2 (note F1 and false-positive rate) for the transcriptors.
+
+Several metrics files (evaluations of the same split in parts) are merged: each system is taken
+from the first file that has it.
+
+Usage:
+    python benchmarks/quality_report.py reports/bench/metrics.json [more metrics.json ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+MIXTURE = "input mixture"
+ORACLE = "oracle IRM"
+PAPER = {  # Hung et al. 2021, Table 1
+    "supervised": {"bass": 11.13, "guitar": 5.66, "piano": 7.68, "avg": 8.16},
+    "step2-cmix": {"bass": 7.48, "guitar": 1.15, "piano": 4.19, "avg": 4.27},
+    "step2-hmix": {"bass": 7.82, "guitar": 0.42, "piano": 4.14, "avg": 4.13},
+    "step2": {"bass": 8.40, "guitar": 1.60, "piano": 4.97, "avg": 4.99},
+    "step3": {"bass": 8.96, "guitar": 2.68, "piano": 5.27, "avg": 5.64},
+    "step3-aml": {"bass": 9.07, "guitar": 2.80, "piano": 5.38, "avg": 5.75},
+    "step3-atl": {"bass": 8.96, "guitar": 2.51, "piano": 5.65, "avg": 5.71},
+    MIXTURE: {"bass": 1.15, "guitar": -5.83, "piano": -2.34, "avg": -2.34},
+    "baseline": {"bass": 7.32, "guitar": 0.49, "piano": 3.53, "avg": 3.78},
+}
+STEP3 = ("step3", "step3-aml", "step3-atl")
+SEED = re.compile(r"^(?P<base>.+?)-seed(?P<seed>\d+)$")
+
+
+def base_name(system: str) -> tuple[str, int]:
+    """``step3-seed1`` -> (``step3``, 1); ``step3`` -> (``step3``, 0)."""
+    match = SEED.match(system)
+    return (match["base"], int(match["seed"])) if match else (system, 0)
+
+
+def pooled(systems: dict) -> dict[str, dict[str, list[float]]]:
+    """base system -> column (instruments, avg) -> values over seeds."""
+    out: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for name, entry in systems.items():
+        base, _ = base_name(name)
+        for inst, value in entry["si_sdr_db"].items():
+            out[base][inst].append(value)
+        out[base]["avg"].append(entry["avg_db"])
+    return out
+
+
+def fmt(values: list[float]) -> str:
+    mean = float(np.mean(values))
+    if len(values) < 2:
+        return f"{mean:.2f}"
+    return f"{mean:.2f} ({min(values):.2f}..{max(values):.2f})"
+
+
+def merged(paths: list[Path]) -> dict:
+    """One metrics dict from evaluations of the same shards and split; first file wins."""
+    parts = [json.loads(path.read_text()) for path in paths]
+    metrics = parts[0]
+    for path, part in zip(paths[1:], parts[1:], strict=True):
+        for key in ("shards", "split", "n_tracks", "protocol"):
+            if part.get(key) != metrics.get(key):
+                raise SystemExit(f"{path}: {key} {part.get(key)!r} differs from {paths[0]}'s")
+        for name, entry in part["separation"]["systems"].items():
+            metrics["separation"]["systems"].setdefault(name, entry)
+        for name, entry in part.get("transcription", {}).items():
+            metrics.setdefault("transcription", {}).setdefault(name, entry)
+    return metrics
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("metrics", type=Path, nargs="+")
+    args = parser.parse_args()
+    metrics = merged(args.metrics)
+    instruments = ["bass", "guitar", "piano"]
+    table = pooled(metrics["separation"]["systems"])
+    mean = {s: {c: float(np.mean(v)) for c, v in cols.items()} for s, cols in table.items()}
+    out = sys.stdout.write
+
+    out(f"Test split: {metrics['n_tracks']} tracks of `{metrics['shards']}`. "
+        "Cells: mean over seeds (min..max over seeds when more than one).\n\n")
+    out("| system | seeds | " + " | ".join(instruments) + " | avg | paper avg |\n")
+    out("|---|---|" + "---|" * (len(instruments) + 2) + "\n")
+    for system in sorted(table, key=lambda s: mean[s]["avg"]):
+        cols = table[system]
+        paper = PAPER.get(system, {}).get("avg")
+        out(f"| {system} | {len(cols['avg'])} | "
+            + " | ".join(fmt(cols[i]) for i in instruments)
+            + f" | {fmt(cols['avg'])} | {'—' if paper is None else f'{paper:.2f}'} |\n")
+
+    step3 = [s for s in STEP3 if s in mean]
+    if step3 and "supervised" in mean and MIXTURE in mean:
+        best = max(step3, key=lambda s: mean[s]["avg"])
+        out(f"\nGain ratio (best step 3 = `{best}` by average SI-SDR - mixture) / "
+            "(supervised - mixture):\n\n")
+        out("| | " + " | ".join(instruments) + " | avg |\n|---|" + "---|" * 4 + "\n")
+        cells, paper_cells = [], []
+        for col in instruments + ["avg"]:
+            gain = mean[best][col] - mean[MIXTURE][col]
+            full = mean["supervised"][col] - mean[MIXTURE][col]
+            cells.append(f"{gain / full:.2f} ({gain:+.2f} / {full:+.2f} dB)")
+            p_gain = PAPER["step3-aml"][col] - PAPER[MIXTURE][col]
+            p_full = PAPER["supervised"][col] - PAPER[MIXTURE][col]
+            paper_cells.append(f"{p_gain / p_full:.2f}")
+        out("| this benchmark | " + " | ".join(cells) + " |\n")
+        out("| paper (step 3 + AML) | " + " | ".join(paper_cells) + " |\n")
+
+    out("\nThe paper's orderings, on the seed means of the average SI-SDR:\n\n")
+    best3 = max((mean[s]["avg"] for s in step3), default=float("nan"))
+    checks = [
+        ("input mixture < classifier baseline", MIXTURE, "baseline"),
+        ("classifier baseline < step 2 (c-mix + h-mix)", "baseline", "step2"),
+        ("step 2 (c-mix) < step 2 (c-mix + h-mix)", "step2-cmix", "step2"),
+        ("step 2 (h-mix) < step 2 (c-mix + h-mix)", "step2-hmix", "step2"),
+        ("step 2 < best step 3", "step2", None),
+        ("best step 3 <= supervised", None, "supervised"),
+        ("supervised <= oracle IRM", "supervised", ORACLE),
+    ]
+    for label, low, high in checks:
+        lo = best3 if low is None else mean.get(low, {}).get("avg", float("nan"))
+        hi = best3 if high is None else mean.get(high, {}).get("avg", float("nan"))
+        ok = "holds" if lo <= hi else "**does not hold**"
+        out(f"- {label}: {lo:.2f} vs {hi:.2f} dB: {ok}\n")
+
+    trans = metrics.get("transcription", {})
+    if trans:
+        out("\n| transcriptor | on | " + " | ".join(f"F1 {i}" for i in instruments)
+            + " | FP rate | frame acc. |\n|---|---|" + "---|" * (len(instruments) + 2) + "\n")
+        for name in sorted(trans):
+            for condition, entry in trans[name].items():
+                f1 = " | ".join(f"{entry[i]['f1']:.2f}" for i in instruments)
+                out(f"| {name} | {condition} | {f1} | {entry['all']['fp_rate']:.2f} | "
+                    f"{entry['all']['frame_accuracy']:.2f} |\n")
+
+
+if __name__ == "__main__":
+    main()
