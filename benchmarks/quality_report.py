@@ -41,7 +41,6 @@ PAPER = {  # Hung et al. 2021, Table 1
     MIXTURE: {"bass": 1.15, "guitar": -5.83, "piano": -2.34, "avg": -2.34},
     "baseline": {"bass": 7.32, "guitar": 0.49, "piano": 3.53, "avg": 3.78},
 }
-STEP3 = ("step3", "step3-aml", "step3-atl")
 SEED = re.compile(r"^(?P<base>.+?)-seed(?P<seed>\d+)$")
 
 
@@ -105,11 +104,11 @@ def main() -> None:
             + " | ".join(fmt(cols[i]) for i in instruments)
             + f" | {fmt(cols['avg'])} | {'—' if paper is None else f'{paper:.2f}'} |\n")
 
-    step3 = [s for s in STEP3 if s in mean]
+    step3 = [s for s in mean if s.startswith("step3")]  # incl. other checkpoint selections
     if step3 and "supervised" in mean and MIXTURE in mean:
         best = max(step3, key=lambda s: mean[s]["avg"])
         out(f"\nGain ratio (best step 3 = `{best}` by average SI-SDR - mixture) / "
-            "(supervised - mixture):\n\n")
+            "(supervised - mixture), with the gains in dB:\n\n")
         out("| | " + " | ".join(instruments) + " | avg |\n|---|" + "---|" * 4 + "\n")
         cells, paper_cells = [], []
         for col in instruments + ["avg"]:
