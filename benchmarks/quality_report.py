@@ -26,21 +26,15 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
+# Run as a script, this folder comes first on sys.path and benchmarks/train.py would shadow `train`.
+HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 
-MIXTURE = "input mixture"
-ORACLE = "oracle IRM"
-PAPER = {  # Hung et al. 2021, Table 1
-    "supervised": {"bass": 11.13, "guitar": 5.66, "piano": 7.68, "avg": 8.16},
-    "step2-cmix": {"bass": 7.48, "guitar": 1.15, "piano": 4.19, "avg": 4.27},
-    "step2-hmix": {"bass": 7.82, "guitar": 0.42, "piano": 4.14, "avg": 4.13},
-    "step2": {"bass": 8.40, "guitar": 1.60, "piano": 4.97, "avg": 4.99},
-    "step3": {"bass": 8.96, "guitar": 2.68, "piano": 5.27, "avg": 5.64},
-    "step3-aml": {"bass": 9.07, "guitar": 2.80, "piano": 5.38, "avg": 5.75},
-    "step3-atl": {"bass": 8.96, "guitar": 2.51, "piano": 5.65, "avg": 5.71},
-    MIXTURE: {"bass": 1.15, "guitar": -5.83, "piano": -2.34, "avg": -2.34},
-    "baseline": {"bass": 7.32, "guitar": 0.49, "piano": 3.53, "avg": 3.78},
-}
+import numpy as np  # noqa: E402
+
+from train.evaluate import MIXTURE_SYSTEM, ORACLE_SYSTEM, PAPER_TABLE1  # noqa: E402
+
+MIXTURE, ORACLE, PAPER = MIXTURE_SYSTEM, ORACLE_SYSTEM, PAPER_TABLE1  # Hung et al. 2021, Table 1
 SEED = re.compile(r"^(?P<base>.+?)-seed(?P<seed>\d+)$")
 
 
