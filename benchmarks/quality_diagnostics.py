@@ -6,10 +6,11 @@ Prints, on the whole tracks of a split (SI-SDR with the evaluation's protocol):
    - the input mixture and the oracle ideal ratio mask (the two bounds of Table 1);
    - the **harmonic partition** M_i = A_i / max(1, sum_j A_j): a minimiser of L_h-mix (eq. 7)
      that splits overlapping bins evenly -- what h-mix alone pulls a separator towards;
-   - the same with the harmonic masks widened by one more bin on each side (+-2 bins), and
-     shifted by +-1 / +-2 frames (a misaligned roll would score better shifted).
-2. Coverage: the share of each stem's STFT magnitude (L1) that lies inside its own harmonic
-   mask A_i (+-1 bin, and +-2 bins), i.e. how much of a source h-mix can ever assign to it.
+   - the same with the masks shifted by +-1 / +-2 frames (a misaligned roll would score
+     better shifted).
+2. For harmonic masks recomputed from the rolls with other L, tolerances and release tails:
+   the partition's SI-SDR, and the share of each stem's STFT magnitude (L1) inside its own
+   mask A_i, i.e. how much of a source h-mix can ever assign to it.
 3. L_c-mix and L_h-mix (per frame, ``mixture_norm="mixture"``) of the true stems, the
    harmonic partition and the mixture as every source.
 
@@ -46,15 +47,6 @@ def harmonic_partition(A: np.ndarray) -> np.ndarray:
     """M_i = A_i / max(1, sum_j A_j) from A [I, F, T] bool: an L_h-mix minimiser."""
     A = A.astype(np.float32)
     return A / np.maximum(A.sum(axis=0, keepdims=True), 1.0)
-
-
-def widen(A: np.ndarray, bins: int) -> np.ndarray:
-    """A [I, F, T] dilated by ``bins`` along frequency."""
-    out = A.copy()
-    for k in range(1, bins + 1):
-        out[:, k:] |= A[:, :-k]
-        out[:, :-k] |= A[:, k:]
-    return out
 
 
 def shift(A: np.ndarray, frames: int) -> np.ndarray:
@@ -97,10 +89,9 @@ def main() -> None:
     instruments = list(shard_set.instruments)
     n_tracks = len(shard_set) if args.max_tracks is None else min(args.max_tracks, len(shard_set))
     seg = int(round(args.segment_seconds * SAMPLE_RATE))
-    systems = ["mixture", "oracle IRM", "harmonic partition", "harmonic partition +-2 bins"]
+    systems = ["mixture", "oracle IRM", "harmonic partition"]
     systems += [f"harmonic partition shifted {s:+d} fr" for s in (-2, -1, 1, 2)]
     scores: dict[str, list[np.ndarray]] = {name: [] for name in systems}
-    coverage = {1: [], 2: []}  # [I] per track: share of |S_i| inside A_i
     terms: dict[str, list[tuple[float, float]]] = {"true stems": [], "harmonic partition": [],
                                                   "mixture as every source": []}
     variants = [tuple(int(x) for x in v.split(":")) for v in args.variants.split(",") if v]
@@ -122,7 +113,6 @@ def main() -> None:
             "mixture": None,
             "oracle IRM": oracle_ratio_masks(S),
             "harmonic partition": harmonic_partition(A),
-            "harmonic partition +-2 bins": harmonic_partition(widen(A, 1)),
         }
         for s in (-2, -1, 1, 2):
             masks[f"harmonic partition shifted {s:+d} fr"] = harmonic_partition(shift(A, s))
@@ -140,8 +130,6 @@ def main() -> None:
             variant_coverage[variant].append(
                 (S * A_v).sum(axis=(1, 2)) / np.maximum(total, 1e-12)
             )
-        coverage[1].append((S * A).sum(axis=(1, 2)) / np.maximum(total, 1e-12))
-        coverage[2].append((S * widen(A, 1)).sum(axis=(1, 2)) / np.maximum(total, 1e-12))
         Xt = torch.from_numpy(X)[None]
         At = torch.from_numpy(A)[None]
         active = torch.from_numpy(A.reshape(A.shape[0], -1).any(axis=1))[None]
@@ -165,11 +153,6 @@ def main() -> None:
         per_inst = np.nanmean(np.concatenate(scores[name], axis=1), axis=1)
         cells = " | ".join(f"{v:.2f}" for v in per_inst)
         print(f"| {name} | {cells} | {per_inst.mean():.2f} |")
-    print("\n| share of |S_i| inside A_i | " + " | ".join(instruments) + " |")
-    print("|---|" + "---|" * len(instruments))
-    for width, values in coverage.items():
-        cells = " | ".join(f"{v:.3f}" for v in np.mean(values, axis=0))
-        print(f"| +-{width} bin{'s' if width > 1 else ''} | {cells} |")
     print("\n| harmonic mask variant (L, +-bins, release frames) | partition SI-SDR "
           + " | ".join(instruments) + " | avg | coverage " + " | ".join(instruments) + " |")
     print("|---|" + "---|" * (2 * len(instruments) + 1))

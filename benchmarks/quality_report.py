@@ -34,21 +34,20 @@ import numpy as np  # noqa: E402
 
 from train.evaluate import MIXTURE_SYSTEM, ORACLE_SYSTEM, PAPER_TABLE1  # noqa: E402
 
-MIXTURE, ORACLE, PAPER = MIXTURE_SYSTEM, ORACLE_SYSTEM, PAPER_TABLE1  # Hung et al. 2021, Table 1
 SEED = re.compile(r"^(?P<base>.+?)-seed(?P<seed>\d+)$")
 
 
-def base_name(system: str) -> tuple[str, int]:
-    """``step3-seed1`` -> (``step3``, 1); ``step3`` -> (``step3``, 0)."""
+def base_name(system: str) -> str:
+    """``step3-seed1`` -> ``step3``; ``step3`` -> ``step3``."""
     match = SEED.match(system)
-    return (match["base"], int(match["seed"])) if match else (system, 0)
+    return match["base"] if match else system
 
 
 def pooled(systems: dict) -> dict[str, dict[str, list[float]]]:
     """base system -> column (instruments, avg) -> values over seeds."""
     out: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for name, entry in systems.items():
-        base, _ = base_name(name)
+        base = base_name(name)
         for inst, value in entry["si_sdr_db"].items():
             out[base][inst].append(value)
         out[base]["avg"].append(entry["avg_db"])
@@ -93,24 +92,24 @@ def main() -> None:
     out("|---|---|" + "---|" * (len(instruments) + 2) + "\n")
     for system in sorted(table, key=lambda s: mean[s]["avg"]):
         cols = table[system]
-        paper = PAPER.get(system, {}).get("avg")
+        paper = PAPER_TABLE1.get(system, {}).get("avg")
         out(f"| {system} | {len(cols['avg'])} | "
             + " | ".join(fmt(cols[i]) for i in instruments)
             + f" | {fmt(cols['avg'])} | {'—' if paper is None else f'{paper:.2f}'} |\n")
 
     step3 = [s for s in mean if s.startswith("step3")]  # incl. other checkpoint selections
-    if step3 and "supervised" in mean and MIXTURE in mean:
+    if step3 and "supervised" in mean and MIXTURE_SYSTEM in mean:
         best = max(step3, key=lambda s: mean[s]["avg"])
         out(f"\nGain ratio (best step 3 = `{best}` by average SI-SDR - mixture) / "
             "(supervised - mixture), with the gains in dB:\n\n")
         out("| | " + " | ".join(instruments) + " | avg |\n|---|" + "---|" * 4 + "\n")
         cells, paper_cells = [], []
         for col in instruments + ["avg"]:
-            gain = mean[best][col] - mean[MIXTURE][col]
-            full = mean["supervised"][col] - mean[MIXTURE][col]
+            gain = mean[best][col] - mean[MIXTURE_SYSTEM][col]
+            full = mean["supervised"][col] - mean[MIXTURE_SYSTEM][col]
             cells.append(f"{gain / full:.2f} ({gain:+.2f} / {full:+.2f} dB)")
-            p_gain = PAPER["step3-aml"][col] - PAPER[MIXTURE][col]
-            p_full = PAPER["supervised"][col] - PAPER[MIXTURE][col]
+            p_gain = PAPER_TABLE1["step3-aml"][col] - PAPER_TABLE1[MIXTURE_SYSTEM][col]
+            p_full = PAPER_TABLE1["supervised"][col] - PAPER_TABLE1[MIXTURE_SYSTEM][col]
             paper_cells.append(f"{p_gain / p_full:.2f}")
         out("| this benchmark | " + " | ".join(cells) + " |\n")
         out("| paper (step 3 + AML) | " + " | ".join(paper_cells) + " |\n")
@@ -118,13 +117,13 @@ def main() -> None:
     out("\nThe paper's orderings, on the seed means of the average SI-SDR:\n\n")
     best3 = max((mean[s]["avg"] for s in step3), default=float("nan"))
     checks = [
-        ("input mixture < classifier baseline", MIXTURE, "baseline"),
+        ("input mixture < classifier baseline", MIXTURE_SYSTEM, "baseline"),
         ("classifier baseline < step 2 (c-mix + h-mix)", "baseline", "step2"),
         ("step 2 (c-mix) < step 2 (c-mix + h-mix)", "step2-cmix", "step2"),
         ("step 2 (h-mix) < step 2 (c-mix + h-mix)", "step2-hmix", "step2"),
         ("step 2 < best step 3", "step2", None),
         ("best step 3 <= supervised", None, "supervised"),
-        ("supervised <= oracle IRM", "supervised", ORACLE),
+        ("supervised <= oracle IRM", "supervised", ORACLE_SYSTEM),
     ]
     for label, low, high in checks:
         lo = best3 if low is None else mean.get(low, {}).get("avg", float("nan"))
