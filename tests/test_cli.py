@@ -29,3 +29,14 @@ def test_help_shows_examples(group, name: str) -> None:
     assert "Examples:" in result.output
     examples = result.output.split("Examples:", 1)[1]
     assert name in examples, f"the examples of {name} do not show the command itself"
+
+
+@pytest.mark.parametrize("form", ["clamped", "flipped", "positives"])
+def test_step3_accepts_every_aml_form_of_the_loss_config(form: str, tmp_path) -> None:
+    """--aml-form offers LossConfig's forms: the report's `positives` ablation is reachable."""
+    result = CliRunner().invoke(
+        train_main, ["step3", "--shards", str(tmp_path), "--aml-form", form, "--max-epochs", "0"]
+    )
+    assert "Invalid value for '--aml-form'" not in result.output
+    bad = CliRunner().invoke(train_main, ["step3", "--shards", str(tmp_path), "--aml-form", "nope"])
+    assert bad.exit_code == 2 and "Invalid value for '--aml-form'" in bad.output

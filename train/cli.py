@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from train.config import AML_FORMS, MIXTURE_NORMS  # torch-free: --help stays fast
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="scorecritic")
@@ -55,7 +57,7 @@ _SEPARATION_OPTIONS = [
     click.option("--beta2", type=float, help="Weight of L_h-mix in L_sep (eq. 8) [0.1]."),
     click.option(
         "--mixture-norm",
-        type=click.Choice(["mixture", "none"]),
+        type=click.Choice(MIXTURE_NORMS),
         help="Normalisation of the mixture losses [mixture].",
     ),
 ]
@@ -76,7 +78,7 @@ _ADVERSARIAL_OPTIONS = [
     click.option("--beta3", type=float, help="Weight of L_ATL in L_TL-3 (eq. 11) [0.05]."),
     click.option(
         "--aml-form",
-        type=click.Choice(["clamped", "flipped"]),
+        type=click.Choice(AML_FORMS),
         help="Bounded form of the negated BCE of L_AML [clamped].",
     ),
     click.option(
