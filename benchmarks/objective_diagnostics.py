@@ -1,0 +1,174 @@
+"""Does L_sep (eq. 8) prefer better separations? The step-2 objective, scored on known answers.
+
+The weakly supervised separator can only be as good as the minimiser of its loss. This script
+evaluates L_sep = sum_i L_score(S_hat_i, Y^(i)) + alpha2 L_c-mix + beta2 L_h-mix, with the frozen
+step-1 transcriptor as the critic, on the fixed validation windows the trainer uses, for
+separations whose quality is known:
+
+- the true stems and the oracle ideal ratio mask (IRM) applied to the mixture;
+- the IRM with a share k of one instrument's mask handed to another ("leak probes": what the
+  critic charges for the confusions the trained separators make);
+- label-only estimates: the harmonic partition, the mixture as every source, the mixture split
+  evenly;
+- trained separators (``--separator name=path``), e.g. the supervised and the step-2 systems.
+
+Next to each loss it prints the quality of the estimate as a magnitude SNR per instrument,
+10 log10(sum |S|^2 / sum (|S| - S_hat)^2) over the windows (no phase, no iSTFT: the ranking is
+what matters). If a worse separation gets a lower L_sep than a better one, no optimiser can
+close the gap: it is in the objective.
+
+Usage:
+    python benchmarks/objective_diagnostics.py --shards data --transcriptor runs-bench/step1/best.pt \\
+        --separator supervised=runs-bench/supervised/best.pt --separator step2=runs-bench/step2/best.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+# Run as a script, this folder comes first on sys.path and benchmarks/prep.py would shadow `prep`.
+HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from prep.features import stft  # noqa: E402
+from prep.shards import ShardSet  # noqa: E402
+from train import losses as L  # noqa: E402
+from train.config import LossConfig  # noqa: E402
+from train.data import WindowDataset, validation_windows  # noqa: E402
+from train.model import Separator, Transcriptor, load_model  # noqa: E402
+
+
+def leak(masks: torch.Tensor, source: int, target: int, share: float) -> torch.Tensor:
+    """Hand ``share`` of instrument ``source``'s mask to instrument ``target`` (masks [B, I, F, T])."""
+    out = masks.clone()
+    moved = share * masks[:, source]
+    out[:, source] -= moved
+    out[:, target] += moved
+    return out
+
+
+def magnitude_snr(S_hat: torch.Tensor, S: torch.Tensor) -> np.ndarray:
+    """10 log10(sum |S|^2 / sum (|S| - S_hat)^2) per instrument over all windows -> [I]."""
+    signal = S.pow(2).sum(dim=(0, 2, 3))
+    error = (S - S_hat).pow(2).sum(dim=(0, 2, 3)).clamp_min(1e-12)
+    return (10 * torch.log10(signal / error)).numpy()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shards", type=Path, default=Path("data"))
+    parser.add_argument("--split", default="validation")
+    parser.add_argument("--transcriptor", type=Path, required=True)
+    parser.add_argument("--separator", action="append", default=[], metavar="NAME=PATH")
+    parser.add_argument("--windows", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--alpha2", type=float, default=10.0)
+    parser.add_argument("--beta2", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    shard_set = ShardSet(args.shards, args.split)
+    instruments = list(shard_set.instruments)
+    class_weights = torch.as_tensor(ShardSet(args.shards, "train").class_weights, dtype=torch.float32)
+    config = LossConfig(alpha2=args.alpha2, beta2=args.beta2, use_cmix=True, use_hmix=True)
+    critic = load_model(args.transcriptor, expected_kind=Transcriptor.kind)
+    separators = {}
+    for item in args.separator:
+        name, sep, path = item.rpartition("=")  # the name may hold "=", a path rarely does
+        if not sep:
+            parser.error(f"--separator {item!r}: expected NAME=PATH")
+        separators[name] = load_model(path, expected_kind=Separator.kind)
+
+    windows = validation_windows(shard_set, args.windows, args.seed)
+    dataset = WindowDataset(shard_set, ("spec", "roll", "harmonic_mask", "stems"))
+    n_inst = len(instruments)
+    piano, guitar, bass = (instruments.index(n) for n in ("piano", "guitar", "bass"))
+    results: dict[str, dict[str, list]] = {}
+
+    def add(name: str, batch: dict, S_hat: torch.Tensor, S: torch.Tensor) -> None:
+        z_each = critic.logits_of_sources(S_hat)  # [B, I_src, I, 88, T]
+        _, terms = L.separation_loss(
+            z_each, batch["Y"], batch["X"], S_hat, batch["A"], class_weights, config
+        )
+        # per source i: the critic's BCE on S_hat_i against Y^(i), weighted as in eq. 5
+        bce = L.bce_with_logits(z_each, L._source_targets(batch["Y"], keep_own=True))
+        per_source = (bce.sum(dim=(3, 4)) * class_weights).sum(dim=2).sum(dim=0)
+        per_source = per_source / (bce.shape[0] * bce.shape[-1])
+        entry = results.setdefault(
+            name, {"terms": [], "per_source": [], "S_hat": [], "S": [], "share": []}
+        )
+        # share[i, j]: the part of stem j's magnitude that output i keeps, sum M_i S_j / sum S_j
+        masks = S_hat / batch["X"][:, None].clamp_min(1e-8)
+        entry["share"].append(torch.einsum("bift,bjft->ij", masks, S).numpy())
+        entry["terms"].append({k: float(v) for k, v in terms.items()})
+        entry["per_source"].append(per_source.numpy())
+        entry["S_hat"].append(S_hat)
+        entry["S"].append(S)
+
+    generator = torch.Generator().manual_seed(args.seed)
+
+    def noise(like: torch.Tensor, sigma: float) -> torch.Tensor:
+        """exp(sigma eps), eps ~ N(0, 1) per bin: mask errors that keep every source in place."""
+        return torch.exp(sigma * torch.randn(like.shape, generator=generator))
+
+    with torch.no_grad():
+        for start in range(0, len(windows), args.batch):
+            batch = dataset[windows[start : start + args.batch]]
+            X = batch["X"]  # [B, F, T]
+            S = stft(batch["stems"], center=False).abs()  # [B, I, F, T]
+            A = batch["A"].float()
+            irm = S / S.sum(dim=1, keepdim=True).clamp_min(1e-8)  # [B, I, F, T]
+            candidates = {
+                "true stems": S,
+                "oracle IRM": irm * X[:, None],
+                "IRM, 25 % of piano to bass": leak(irm, piano, bass, 0.25) * X[:, None],
+                "IRM, 50 % of piano to bass": leak(irm, piano, bass, 0.5) * X[:, None],
+                "IRM, 25 % of piano to guitar": leak(irm, piano, guitar, 0.25) * X[:, None],
+                "IRM, 25 % of bass to piano": leak(irm, bass, piano, 0.25) * X[:, None],
+                "IRM, 25 % of guitar to piano": leak(irm, guitar, piano, 0.25) * X[:, None],
+                "IRM x log-normal noise (sigma 0.5)": irm * X[:, None] * noise(S, 0.5),
+                "IRM x log-normal noise (sigma 1)": irm * X[:, None] * noise(S, 1.0),
+                "harmonic partition": A / A.sum(dim=1, keepdim=True).clamp_min(1.0) * X[:, None],
+                "mixture split evenly": X[:, None].expand_as(S) / n_inst,
+                "mixture as every source": X[:, None].expand_as(S).clone(),
+            }
+            for name, separator in separators.items():
+                candidates[name] = separator.separate(X)
+            for name, S_hat in candidates.items():
+                add(name, batch, S_hat, S)
+
+    print(f"# L_sep on known separations: {args.shards} {args.split}, {len(windows)} windows, "
+          f"critic {args.transcriptor}, alpha2 {args.alpha2}, beta2 {args.beta2}\n")
+    head = " | ".join(f"L_score {n}" for n in instruments)
+    snr = " | ".join(f"SNR {n}" for n in instruments)
+    print(f"| S_hat | L_sep | L_score | {head} | L_c-mix | L_h-mix | {snr} | SNR avg |")
+    print("|---|" + "---|" * (2 * n_inst + 5))
+    for name, entry in results.items():
+        terms = {k: np.mean([t[k] for t in entry["terms"]]) for k in entry["terms"][0]}
+        per_source = np.mean(entry["per_source"], axis=0)
+        quality = magnitude_snr(torch.cat(entry["S_hat"]), torch.cat(entry["S"]))
+        print(
+            f"| {name} | {terms['total']:.3f} | {terms['score']:.3f} | "
+            + " | ".join(f"{v:.3f}" for v in per_source)
+            + f" | {terms['cmix']:.3f} | {terms['hmix']:.3f} | "
+            + " | ".join(f"{v:.2f}" for v in quality)
+            + f" | {quality.mean():.2f} |"
+        )
+    print("\nWhere each stem's magnitude goes: row = output, column = stem, sum M_i S_j / sum S_j.\n")
+    print("| S_hat | " + " | ".join(f"{o} <- {s}" for o in instruments for s in instruments) + " |")
+    print("|---|" + "---|" * n_inst**2)
+    for name, entry in results.items():
+        if name == "true stems":
+            continue
+        stem_total = torch.cat(entry["S"]).sum(dim=(0, 2, 3)).numpy()  # [I]
+        share = np.sum(entry["share"], axis=0) / stem_total[None, :]
+        print(f"| {name} | " + " | ".join(f"{v:.2f}" for v in share.ravel()) + " |")
+
+
+if __name__ == "__main__":
+    main()
