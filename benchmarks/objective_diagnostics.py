@@ -70,6 +70,13 @@ def main() -> None:
     parser.add_argument("--alpha2", type=float, default=10.0)
     parser.add_argument("--beta2", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--leak", default="piano:bass", metavar="SOURCE:OUTPUT",
+        help="split the share of SOURCE's magnitude that OUTPUT keeps by time-frequency region",
+    )
+    parser.add_argument(
+        "--only-separators", action="store_true", help="skip the reference separations"
+    )
     args = parser.parse_args()
 
     shard_set = ShardSet(args.shards, args.split)
@@ -88,6 +95,7 @@ def main() -> None:
     dataset = WindowDataset(shard_set, ("spec", "roll", "harmonic_mask", "stems"))
     n_inst = len(instruments)
     piano, guitar, bass = (instruments.index(n) for n in ("piano", "guitar", "bass"))
+    leak_source, leak_output = (instruments.index(n) for n in args.leak.split(":"))
     results: dict[str, dict[str, list]] = {}
 
     def add(name: str, batch: dict, S_hat: torch.Tensor, S: torch.Tensor) -> None:
@@ -100,15 +108,45 @@ def main() -> None:
         per_source = (bce.sum(dim=(3, 4)) * class_weights).sum(dim=2).sum(dim=0)
         per_source = per_source / (bce.shape[0] * bce.shape[-1])
         entry = results.setdefault(
-            name, {"terms": [], "per_source": [], "S_hat": [], "S": [], "share": []}
+            name, {"terms": [], "per_source": [], "S_hat": [], "S": [], "share": [], "regions": {}}
         )
         # share[i, j]: the part of stem j's magnitude that output i keeps, sum M_i S_j / sum S_j
         masks = S_hat / batch["X"][:, None].clamp_min(1e-8)
         entry["share"].append(torch.einsum("bift,bjft->ij", masks, S).numpy())
+        kept = masks[:, leak_output] * S[:, leak_source]  # [B, F, T]
+        for region, where in leak_regions(batch).items():
+            sums = entry["regions"].setdefault(region, np.zeros(2))
+            sums += [float((kept * where).sum()), float((S[:, leak_source] * where).sum())]
         entry["terms"].append({k: float(v) for k, v in terms.items()})
         entry["per_source"].append(per_source.numpy())
         entry["S_hat"].append(S_hat)
         entry["S"].append(S)
+
+    def leak_regions(batch: dict) -> dict[str, torch.Tensor]:
+        """Regions [B, F, T] (or broadcastable) to split the leak of SOURCE into OUTPUT by."""
+        roll = batch["Y"][:, leak_source] > 0  # [B, 88, T]
+        onset = roll[..., 1:] & ~roll[..., :-1]  # [B, 88, T-1]
+        onset = torch.cat([roll[..., :1], onset], dim=-1).any(dim=1)  # [B, T]
+        near = onset.clone()
+        for k in (1, 2):
+            near[..., k:] |= onset[..., :-k]
+        playing = roll.any(dim=1)  # [B, T]
+        other = (batch["Y"][:, leak_output] > 0).any(dim=1)  # [B, T]
+        A = batch["A"].bool()
+        own, theirs = A[:, leak_source], A[:, leak_output]  # [B, F, T]
+        src, out = instruments[leak_source], instruments[leak_output]
+        frame = {
+            f"{src} onset frames (+2)": near,
+            f"{src} sustained, no onset": playing & ~near,
+            f"{out} playing": other,
+            f"{out} silent": ~other,
+        }
+        regions = {name: where[:, None, :].float() for name, where in frame.items()}
+        regions[f"{src}'s harmonic bins only"] = (own & ~theirs).float()
+        regions["harmonic bins of both"] = (own & theirs).float()
+        regions[f"{out}'s harmonic bins only"] = (~own & theirs).float()
+        regions["harmonic bins of neither"] = (~own & ~theirs).float()
+        return regions
 
     generator = torch.Generator().manual_seed(args.seed)
 
@@ -137,6 +175,8 @@ def main() -> None:
                 "mixture split evenly": X[:, None].expand_as(S) / n_inst,
                 "mixture as every source": X[:, None].expand_as(S).clone(),
             }
+            if args.only_separators:
+                candidates = {"oracle IRM": candidates["oracle IRM"]}
             for name, separator in separators.items():
                 candidates[name] = separator.separate(X)
             for name, S_hat in candidates.items():
@@ -168,6 +208,23 @@ def main() -> None:
         stem_total = torch.cat(entry["S"]).sum(dim=(0, 2, 3)).numpy()  # [I]
         share = np.sum(entry["share"], axis=0) / stem_total[None, :]
         print(f"| {name} | " + " | ".join(f"{v:.2f}" for v in share.ravel()) + " |")
+
+    src, out = args.leak.split(":")
+    print(f"\nThe share of the {src}'s magnitude the {out} output keeps, by region "
+          f"(sum M_{out} S_{src} / sum S_{src} over the region; in brackets, the region's "
+          f"part of all the {src}'s magnitude).\n")
+    region_names = list(next(iter(results.values()))["regions"])
+    print("| S_hat | " + " | ".join(region_names) + " |")
+    print("|---|" + "---|" * len(region_names))
+    for name, entry in results.items():
+        if name == "true stems":
+            continue
+        total = float(torch.cat(entry["S"])[:, leak_source].sum())
+        cells = []
+        for region in region_names:
+            kept, inside = entry["regions"][region]
+            cells.append(f"{kept / max(inside, 1e-12):.2f} ({100 * inside / total:.0f} %)")
+        print(f"| {name} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
