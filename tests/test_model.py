@@ -30,6 +30,7 @@ from train.model import (
     ScoreCriticModel,
     Separator,
     Transcriptor,
+    average_checkpoints,
     build_model,
     load_checkpoint,
     load_model,
@@ -261,3 +262,18 @@ def test_checkpoint_unwraps_ddp_style_wrapper(tmp_path: Path) -> None:
     )
     with pytest.raises(TypeError, match="Linear"):
         save_checkpoint(tmp_path / "d.pt", nn.Linear(2, 2))
+
+
+def test_average_checkpoints_writes_the_mean_of_the_weights(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    a, b = Separator(TINY), Separator(TINY)
+    save_checkpoint(tmp_path / "a.pt", a)
+    save_checkpoint(tmp_path / "b.pt", b)
+    out = average_checkpoints([tmp_path / "a.pt", tmp_path / "b.pt"], tmp_path / "avg.pt")
+    mean = load_model(out)
+    for key, value in mean.state_dict().items():
+        expected = (a.state_dict()[key] + b.state_dict()[key]) / 2
+        torch.testing.assert_close(value, expected)
+    save_checkpoint(tmp_path / "t.pt", Transcriptor(TINY))
+    with pytest.raises(CheckpointError, match="t.pt.*another configuration"):
+        average_checkpoints([tmp_path / "a.pt", tmp_path / "t.pt"], tmp_path / "bad.pt")

@@ -64,6 +64,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "load_model",
+    "average_checkpoints",
 ]
 
 CHECKPOINT_FORMAT_VERSION = 1
@@ -463,3 +464,30 @@ def load_model(
             f"{path}: weights do not match the stored model_config: {err}"
         ) from err
     return model.eval()
+
+
+def average_checkpoints(
+    paths: list[str | os.PathLike[str]], out: str | os.PathLike[str]
+) -> Path:
+    """Write the element-wise mean of the weights of ``paths`` (one kind, one config) to ``out``.
+
+    For a model trained against a moving critic (step 3), whose quality oscillates between
+    epochs: the average of its last epochs needs no (stem-free) checkpoint selection.
+
+    Raises:
+        CheckpointError: an unreadable checkpoint, or one of another kind or configuration.
+    """
+    if not paths:
+        raise ValueError("average_checkpoints: no checkpoint given")
+    models = [load_model(path) for path in paths]
+    first = models[0]
+    for path, model in zip(paths[1:], models[1:], strict=True):
+        if model.kind != first.kind or to_dict(model.config) != to_dict(first.config):
+            raise CheckpointError(
+                f"{path}: a {model.kind} of another configuration than {paths[0]}; "
+                "only checkpoints of one model can be averaged"
+            )
+    states = [model.state_dict() for model in models]
+    mean = {key: torch.stack([s[key].float() for s in states]).mean(dim=0) for key in states[0]}
+    first.load_state_dict({key: value.to(states[0][key].dtype) for key, value in mean.items()})
+    return save_checkpoint(out, first, extra={"averaged_from": [str(p) for p in paths]})
