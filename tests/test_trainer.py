@@ -217,3 +217,23 @@ def test_refuses_a_corrupt_shard_naming_the_file(shards, tmp_path):
     with pytest.raises(TrainingError, match="train-00000.h5"):
         run("step1", copy, _train_cfg(), MODEL, loss_preset("step1"), tmp_path / "o",
             progress=False)
+
+
+def test_keep_checkpoint_last_saves_the_last_epoch_when_validation_rises(
+    shards, tmp_path, monkeypatch
+):
+    """Step 3's validation loss moves with its critic: keep_checkpoint="last" must not follow it."""
+    val_losses = iter([1.0, 2.0, 3.0, 4.0])  # rising: the lowest is always epoch 0
+    monkeypatch.setattr(Trainer, "validate", lambda self: {"val/transcriptor/total": next(val_losses)})
+    for keep, expected_epoch in (("best", 0), ("last", 1)):
+        out = tmp_path / keep
+        metrics = run("step1", shards, _train_cfg(keep_checkpoint=keep), MODEL,
+                      loss_preset("step1"), out, progress=False)  # fmt: skip
+        saved = torch.load(out / "best.pt", weights_only=True)
+        assert saved["epoch"] == metrics["checkpoint_epoch"] == expected_epoch
+        assert metrics["best_epoch"] == 0
+    last_weights = torch.load(tmp_path / "last" / "last.pt", weights_only=True)["nets"]
+    for key, value in saved["state_dict"].items():
+        torch.testing.assert_close(value, last_weights["transcriptor"][key])
+    with pytest.raises(ValueError, match="keep_checkpoint"):
+        _train_cfg(keep_checkpoint="latest")

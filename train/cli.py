@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from train.config import AML_FORMS, MIXTURE_NORMS  # torch-free: --help stays fast
+from train.config import AML_FORMS, KEEP_CHECKPOINT, MIXTURE_NORMS  # torch-free: --help stays fast
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -110,6 +110,7 @@ _TRAIN_KEYS = {
     "seed": "seed",
     "lr": "lr",
     "val_windows": "val_windows",
+    "keep_checkpoint": "keep_checkpoint",
 }
 
 
@@ -147,6 +148,12 @@ def _common_training_options(function):
         click.option("--workers", type=int, help="DataLoader worker processes."),
         click.option("--device", type=str, help="auto, cpu, cuda or cuda:N."),
         click.option("--seed", type=int, help="Seed of every random generator."),
+        click.option(
+            "--keep-checkpoint",
+            type=click.Choice(KEEP_CHECKPOINT),
+            help="best.pt holds the epoch of lowest validation loss (best) or the last epoch "
+            "(last: for step 3, whose validation loss moves with its critic) [best].",
+        ),
         click.option("--resume", is_flag=True, help="Continue from <out>/last.pt."),
         click.option("--progress/--no-progress", default=True, help="tqdm progress bar."),
     ]

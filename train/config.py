@@ -103,6 +103,7 @@ class ModelConfig:
 
 MIXTURE_NORMS = ("none", "mixture")
 AML_FORMS = ("clamped", "flipped", "positives")
+KEEP_CHECKPOINT = ("best", "last")
 
 
 @dataclass(frozen=True)
@@ -194,6 +195,12 @@ class TrainConfig:
         val_windows: number of fixed validation windows.
         window_frames: frames per training window (129 = 4 s at 16 kHz, hop 500).
         log_every: optimiser steps between logged training losses.
+        keep_checkpoint: what ``best.pt`` (and a step-3 run's ``transcriptor.pt``) holds:
+            "best", the epoch with the lowest validation loss (the paper), or "last", the last
+            epoch. Step 3's validation loss is measured with the transcriptor it trains, a
+            moving critic, and picks early epochs of separators that kept improving
+            (reports/bench/README.md, finding 10): use "last" there. The lr schedule and early
+            stopping follow the validation loss either way.
     """
 
     batch_size: int = 8
@@ -211,8 +218,14 @@ class TrainConfig:
     val_windows: int = 64
     window_frames: int = 129
     log_every: int = 20
+    keep_checkpoint: str = "best"
 
     def __post_init__(self) -> None:
+        if self.keep_checkpoint not in KEEP_CHECKPOINT:
+            raise ConfigError(
+                f"TrainConfig.keep_checkpoint must be one of {KEEP_CHECKPOINT}, "
+                f"got {self.keep_checkpoint!r}"
+            )
         for name in ("batch_size", "max_epochs", "steps_per_epoch", "val_windows", "window_frames"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")

@@ -618,11 +618,11 @@ class Trainer:
 
     # -- checkpoints ---------------------------------------------------------------------------
 
-    def _save(self, improved: bool, val_loss: float) -> None:
+    def _save(self, write_best: bool, val_loss: float) -> None:
         self.env.barrier()
         if self.env.main:
             extra = _checkpoint_extra(self.spec, self.instruments, self.state.epoch - 1, val_loss)
-            if improved:
+            if write_best:
                 save_checkpoint(self.out / "best.pt", self.modules[self.spec.objective], extra)
                 for name, filename in self.spec.also_saved.items():
                     save_checkpoint(self.out / filename, self.modules[name], extra)
@@ -716,7 +716,7 @@ class Trainer:
                 self.state.epoch = epoch + 1
                 self.state.history.append({"epoch": epoch, **stats})
                 self.state.finished = self._stop_reason()
-                self._save(improved, val_loss)
+                self._save(improved or self.cfg.keep_checkpoint == "last", val_loss)
                 self._log(epoch, stats)
         finally:
             if self.live is not None:
@@ -744,6 +744,11 @@ class Trainer:
             "step": self.spec.name,
             "best_val_loss": self.state.best,
             "best_epoch": self.state.best_epoch,
+            "checkpoint_epoch": (
+                self.state.best_epoch
+                if self.cfg.keep_checkpoint == "best"
+                else self.state.epoch - 1
+            ),
             "epochs": self.state.epoch,
             "stopped": self.state.finished,
             "final": last,
