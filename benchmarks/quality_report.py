@@ -79,6 +79,13 @@ def merged(paths: list[Path]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("metrics", type=Path, nargs="+")
+    parser.add_argument(
+        "--best", help="the step-3 system of the gain ratio and orderings [the best step3* by avg]"
+    )
+    parser.add_argument(
+        "--supervised", default="supervised",
+        help="the supervised system to compare with (give it the same update budget as --best)",
+    )
     args = parser.parse_args()
     metrics = merged(args.metrics)
     instruments = ["bass", "guitar", "piano"]
@@ -98,15 +105,20 @@ def main() -> None:
             + f" | {fmt(cols['avg'])} | {'—' if paper is None else f'{paper:.2f}'} |\n")
 
     step3 = [s for s in mean if s.startswith("step3")]  # incl. other checkpoint selections
-    if step3 and "supervised" in mean and MIXTURE_SYSTEM in mean:
-        best = max(step3, key=lambda s: mean[s]["avg"])
-        out(f"\nGain ratio (best step 3 = `{best}` by average SI-SDR - mixture) / "
-            "(supervised - mixture), with the gains in dB:\n\n")
+    sup = args.supervised
+    for name in (args.best, sup):
+        if name is not None and name not in mean:
+            parser.error(f"no system {name!r} in the metrics (known: {sorted(mean)})")
+    best = args.best or max(step3, key=lambda s: mean[s]["avg"], default=None)
+    if best is not None and MIXTURE_SYSTEM in mean:
+        how = "named by --best" if args.best else "the best by average SI-SDR"
+        out(f"\nGain ratio (step 3 = `{best}`, {how}, - mixture) / "
+            f"(`{sup}` - mixture), with the gains in dB:\n\n")
         out("| | " + " | ".join(instruments) + " | avg |\n|---|" + "---|" * 4 + "\n")
         cells, paper_cells = [], []
         for col in instruments + ["avg"]:
             gain = mean[best][col] - mean[MIXTURE_SYSTEM][col]
-            full = mean["supervised"][col] - mean[MIXTURE_SYSTEM][col]
+            full = mean[sup][col] - mean[MIXTURE_SYSTEM][col]
             cells.append(f"{gain / full:.2f} ({gain:+.2f} / {full:+.2f} dB)")
             p_gain = PAPER_TABLE1["step3-aml"][col] - PAPER_TABLE1[MIXTURE_SYSTEM][col]
             p_full = PAPER_TABLE1["supervised"][col] - PAPER_TABLE1[MIXTURE_SYSTEM][col]
@@ -115,15 +127,15 @@ def main() -> None:
         out("| paper (step 3 + AML) | " + " | ".join(paper_cells) + " |\n")
 
     out("\nThe paper's orderings, on the seed means of the average SI-SDR:\n\n")
-    best3 = max((mean[s]["avg"] for s in step3), default=float("nan"))
+    best3 = mean[best]["avg"] if best is not None else float("nan")
     checks = [
         ("input mixture < classifier baseline", MIXTURE_SYSTEM, "baseline"),
         ("classifier baseline < step 2 (c-mix + h-mix)", "baseline", "step2"),
         ("step 2 (c-mix) < step 2 (c-mix + h-mix)", "step2-cmix", "step2"),
         ("step 2 (h-mix) < step 2 (c-mix + h-mix)", "step2-hmix", "step2"),
-        ("step 2 < best step 3", "step2", None),
-        ("best step 3 <= supervised", None, "supervised"),
-        ("supervised <= oracle IRM", "supervised", ORACLE_SYSTEM),
+        ("step 2 < step 3", "step2", None),
+        ("step 3 <= supervised", None, sup),
+        ("supervised <= oracle IRM", sup, ORACLE_SYSTEM),
     ]
     for label, low, high in checks:
         lo = best3 if low is None else mean.get(low, {}).get("avg", float("nan"))
