@@ -52,11 +52,9 @@ def leak(masks: torch.Tensor, source: int, target: int, share: float) -> torch.T
     return out
 
 
-def magnitude_snr(S_hat: torch.Tensor, S: torch.Tensor) -> np.ndarray:
-    """10 log10(sum |S|^2 / sum (|S| - S_hat)^2) per instrument over all windows -> [I]."""
-    signal = S.pow(2).sum(dim=(0, 2, 3))
-    error = (S - S_hat).pow(2).sum(dim=(0, 2, 3)).clamp_min(1e-12)
-    return (10 * torch.log10(signal / error)).numpy()
+def magnitude_snr(signal: np.ndarray, error: np.ndarray) -> np.ndarray:
+    """10 log10(sum |S|^2 / sum (|S| - S_hat)^2) per instrument, from the two sums [I]."""
+    return 10 * np.log10(signal / np.maximum(error, 1e-12))
 
 
 def main() -> None:
@@ -107,20 +105,24 @@ def main() -> None:
         bce = L.bce_with_logits(z_each, L._source_targets(batch["Y"], keep_own=True))
         per_source = (bce.sum(dim=(3, 4)) * class_weights).sum(dim=2).sum(dim=0)
         per_source = per_source / (bce.shape[0] * bce.shape[-1])
-        entry = results.setdefault(
-            name, {"terms": [], "per_source": [], "S_hat": [], "S": [], "share": [], "regions": {}}
-        )
+        entry = results.setdefault(name, {"terms": [], "per_source": [], "regions": {}})
+        # running sums over the windows (the estimates themselves are not kept)
+        for key, value in (
+            ("signal", S.pow(2).sum(dim=(0, 2, 3))),  # [I]
+            ("error", (S - S_hat).pow(2).sum(dim=(0, 2, 3))),  # [I]
+            ("stem_total", S.sum(dim=(0, 2, 3))),  # [I]
+        ):
+            entry[key] = entry.get(key, 0.0) + value.double().numpy()
         # share[i, j]: the part of stem j's magnitude that output i keeps, sum M_i S_j / sum S_j
         masks = S_hat / batch["X"][:, None].clamp_min(1e-8)
-        entry["share"].append(torch.einsum("bift,bjft->ij", masks, S).numpy())
+        share = torch.einsum("bift,bjft->ij", masks, S).double().numpy()
+        entry["share"] = entry.get("share", 0.0) + share
         kept = masks[:, leak_output] * S[:, leak_source]  # [B, F, T]
         for region, where in leak_regions(batch).items():
             sums = entry["regions"].setdefault(region, np.zeros(2))
             sums += [float((kept * where).sum()), float((S[:, leak_source] * where).sum())]
         entry["terms"].append({k: float(v) for k, v in terms.items()})
         entry["per_source"].append(per_source.numpy())
-        entry["S_hat"].append(S_hat)
-        entry["S"].append(S)
 
     def leak_regions(batch: dict) -> dict[str, torch.Tensor]:
         """Regions [B, F, T] (or broadcastable) to split the leak of SOURCE into OUTPUT by."""
@@ -191,7 +193,7 @@ def main() -> None:
     for name, entry in results.items():
         terms = {k: np.mean([t[k] for t in entry["terms"]]) for k in entry["terms"][0]}
         per_source = np.mean(entry["per_source"], axis=0)
-        quality = magnitude_snr(torch.cat(entry["S_hat"]), torch.cat(entry["S"]))
+        quality = magnitude_snr(entry["signal"], entry["error"])
         print(
             f"| {name} | {terms['total']:.3f} | {terms['score']:.3f} | "
             + " | ".join(f"{v:.3f}" for v in per_source)
@@ -205,8 +207,7 @@ def main() -> None:
     for name, entry in results.items():
         if name == "true stems":
             continue
-        stem_total = torch.cat(entry["S"]).sum(dim=(0, 2, 3)).numpy()  # [I]
-        share = np.sum(entry["share"], axis=0) / stem_total[None, :]
+        share = entry["share"] / entry["stem_total"][None, :]
         print(f"| {name} | " + " | ".join(f"{v:.2f}" for v in share.ravel()) + " |")
 
     src, out = args.leak.split(":")
@@ -219,7 +220,7 @@ def main() -> None:
     for name, entry in results.items():
         if name == "true stems":
             continue
-        total = float(torch.cat(entry["S"])[:, leak_source].sum())
+        total = entry["stem_total"][leak_source]
         cells = []
         for region in region_names:
             kept, inside = entry["regions"][region]
