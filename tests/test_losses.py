@@ -219,6 +219,28 @@ def test_separation_loss_eq8_weights_and_switches() -> None:
         separation_loss(z_each, y, X, S, None, w, LossConfig(use_hmix=True))
 
 
+def test_separation_loss_anchor_adds_the_second_critics_eq5() -> None:
+    z_each, y = logits_of([PE]), roll(YE)
+    z_anchor = -z_each  # a second critic that disagrees with the first
+    X = torch.tensor([[[1.0, 2.0]]], dtype=torch.float64)
+    S = torch.tensor([[[[0.4, 0.5]], [[0.3, 1.0]]]], dtype=torch.float64)
+    A = torch.tensor([[[[True, False]], [[False, True]]]])
+    w = torch.tensor(W)
+    plain, _ = separation_loss(z_each, y, X, S, A, w, LossConfig())
+    anchored, terms = separation_loss(
+        z_each, y, X, S, A, w, LossConfig(anchor_weight=0.5), logits_anchor=z_anchor
+    )
+    l_anchor = separated_score_loss(z_anchor, y, w).item()
+    assert l_anchor != pytest.approx(separated_score_loss(z_each, y, w).item())
+    assert terms["anchor"].item() == pytest.approx(l_anchor, rel=1e-6)
+    assert anchored.item() == pytest.approx(plain.item() + 0.5 * l_anchor, rel=1e-6)
+    assert "anchor" not in separation_loss(z_each, y, X, S, A, w, LossConfig())[1]
+    with pytest.raises(ValueError, match="anchor"):
+        separation_loss(z_each, y, X, S, A, w, LossConfig(anchor_weight=1.0))
+    with pytest.raises(ValueError, match="anchor_weight"):
+        LossConfig(anchor_weight=-1.0)
+
+
 @pytest.mark.parametrize("batch", [3, 4, 8, 16])
 def test_remix_indices_use_distinct_samples_per_row(batch: int) -> None:
     idx = remix_indices(batch, 3, torch.Generator().manual_seed(batch))

@@ -146,6 +146,35 @@ def test_step3_routes_each_loss_to_its_own_network(shards, runs, tmp_path, monke
         assert sorted(column) == [0, 1, 2, 3]
 
 
+def test_step3_anchor_is_a_frozen_copy_of_the_step1_transcriptor(shards, runs, tmp_path):
+    loss = replace(loss_preset("step3"), use_aml=True, aml_form="positives", anchor_weight=1.0)
+    step1 = load_model(runs / "step1" / "best.pt")
+    kw = dict(transcriptor=runs / "step1" / "best.pt", separator=runs / "step2" / "best.pt",
+              progress=False)
+    metrics = run("step3", shards, _train_cfg(steps_per_epoch=3, max_epochs=1), MODEL, loss,
+                  tmp_path / "anchored", **kw)  # fmt: skip
+    assert metrics["final"]["train/separator/anchor"] > 0
+    state = torch.load(tmp_path / "anchored" / "last.pt", weights_only=True)
+    assert set(state["nets"]) == {"separator", "transcriptor"}  # the anchor is not trained
+    moved = [not torch.equal(v, step1.state_dict()[k]) for k, v in state["nets"]["transcriptor"].items()]
+    assert any(moved)  # the trained critic moved; the anchor's gradients are checked below
+    trainer = _trainer("step3", shards, runs, tmp_path / "g", loss=loss)
+    anchor = trainer.modules["anchor"]
+    assert anchor is not trainer.modules["transcriptor"]
+    for key, value in anchor.state_dict().items():
+        assert torch.equal(value, step1.state_dict()[key])
+    losses = trainer.spec.losses(trainer.ctx, _one_batch(trainer))
+    losses["separator"][0].backward()
+    assert all(p.grad is None and not p.requires_grad for p in trainer.modules["anchor"].parameters())
+    assert any(p.grad is not None for p in trainer.modules["separator"].parameters())
+    with pytest.raises(TrainingError, match="needs a pretrained anchor"):
+        Trainer(SPECS["step3"], shards, _train_cfg(), MODEL, loss, tmp_path / "none",
+                init={"separator": load_model(runs / "step2" / "best.pt")}, progress=False)
+    with pytest.raises(TrainingError, match="step 3"):
+        run("step2", shards, _train_cfg(), MODEL, replace(loss_preset("step2"), anchor_weight=1.0),
+            tmp_path / "s2", **kw)  # fmt: skip
+
+
 @pytest.mark.parametrize("step", ["step1", "step3"])
 def test_resume_is_bit_equal_to_an_uninterrupted_run(step, shards, runs, tmp_path):
     loss = replace(loss_preset(step), use_aml=True) if step == "step3" else loss_preset(step)

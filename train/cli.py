@@ -84,6 +84,12 @@ _ADVERSARIAL_OPTIONS = [
     click.option(
         "--aml-clamp", "aml_bce_clamp", type=float, help="BCE clamp of the clamped L_AML [2.3]."
     ),
+    click.option(
+        "--anchor",
+        "anchor_weight",
+        type=float,
+        help="Weight of the frozen step-1 transcriptor as a second critic in L_sep [0: off].",
+    ),
 ]
 _LOSS_KEYS = (
     "alpha1",
@@ -100,6 +106,7 @@ _LOSS_KEYS = (
     "mixture_norm",
     "aml_form",
     "aml_bce_clamp",
+    "anchor_weight",
 )
 _TRAIN_KEYS = {
     "max_epochs": "max_epochs",

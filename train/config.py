@@ -140,6 +140,11 @@ class LossConfig:
         use_cmix, use_hmix: switches of the clip-level (eq. 6) and harmonic (eq. 7) mixture losses.
         use_aml, use_atl: switches of the adversarial mixture (eq. 9) and transcription (eq. 10)
             losses in step 3.
+        anchor_weight: lambda of a second critic in step 3's L_sep (not in the paper; 0 = off):
+            lambda sum_i L_score(S_hat_i, Y^(i)) under the step-1 transcriptor, kept frozen,
+            beside the transcriptor being trained. The trained critic drifts away from
+            recognising clean separated sources (reports/bench, findings 11-12); the frozen one
+            still does.
     """
 
     alpha1: float = 0.03
@@ -156,9 +161,10 @@ class LossConfig:
     mixture_norm: str = "mixture"
     aml_form: str = "clamped"
     aml_bce_clamp: float = 2.3
+    anchor_weight: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("alpha1", "beta1", "alpha2", "beta2", "alpha3", "beta3"):
+        for name in ("alpha1", "beta1", "alpha2", "beta2", "alpha3", "beta3", "anchor_weight"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ConfigError(f"LossConfig.{name} must be a finite number >= 0, got {value}")

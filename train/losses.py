@@ -327,11 +327,14 @@ def separation_loss(
     A: Tensor | None,
     weights: Tensor | None,
     config: LossConfig,
+    logits_anchor: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """L_sep = sum_i L_score(S_hat_i, Y^(i)) + alpha2 L_c-mix + beta2 L_h-mix  -- paper eq. (8).
 
     A switched-off mixture term weighs 0 but is still computed without gradient (and logged),
-    so the balance of the terms can be checked; h-mix is skipped when ``A`` is None.
+    so the balance of the terms can be checked; h-mix is skipped when ``A`` is None. With
+    ``config.anchor_weight`` > 0 (step 3 only, not in the paper) a second critic's eq. (5),
+    ``logits_anchor`` from the frozen step-1 transcriptor, is added with that weight ("anchor").
 
     Args:
         logits_each: z_each [batch, I_src, I, 88, T] (the frozen transcriptor on each S_hat_i).
@@ -340,17 +343,24 @@ def separation_loss(
         S_hat: separated magnitudes [batch, I, F, T].
         A: harmonic activity [batch, I, F, T] bool, required when ``config.use_hmix``.
         weights: instrument weights w [I]; ignored when ``config.use_weights`` is False.
-        config: alpha2, beta2, use_cmix, use_hmix, mixture_norm.
+        config: alpha2, beta2, use_cmix, use_hmix, mixture_norm, anchor_weight.
+        logits_anchor: z_each of the anchor critic, required when ``config.anchor_weight`` > 0.
 
     Returns:
-        (total, terms) with detached "score", "cmix", ["hmix"], "total".
+        (total, terms) with detached "score", ["anchor"], "cmix", ["hmix"], "total".
     """
     if config.use_hmix and A is None:
         raise ValueError("separation_loss: use_hmix is on but no harmonic activity A was given")
+    if config.anchor_weight > 0 and logits_anchor is None:
+        raise ValueError("separation_loss: anchor_weight > 0 needs the anchor critic's logits")
     w = weights if config.use_weights else None
     l_score = separated_score_loss(logits_each, Y, w)
     total = l_score
     terms = {"score": l_score}
+    if config.anchor_weight > 0:
+        l_anchor = separated_score_loss(logits_anchor, Y, w)
+        total = total + config.anchor_weight * l_anchor
+        terms["anchor"] = l_anchor
     with torch.set_grad_enabled(config.use_cmix and torch.is_grad_enabled()):
         l_cmix = clip_mixture_loss(X, S_hat, active_instruments(Y), config.mixture_norm)
     terms["cmix"] = l_cmix

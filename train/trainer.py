@@ -22,6 +22,7 @@ windows; rank 0 alone logs (dvclive, tqdm) and writes checkpoints.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 import os
@@ -63,6 +64,7 @@ from train.model import (
 )
 
 STEPS = ("step1", "step2", "step3", "baseline", "supervised")
+ANCHOR = "anchor"  # step 3's frozen copy of the step-1 transcriptor (LossConfig.anchor_weight)
 Terms = dict[str, Tensor]
 NetLosses = dict[str, tuple[Tensor, Terms]]  # trained net -> (total, {term: value})
 
@@ -125,10 +127,21 @@ def _separate(ctx: StepContext, X: Tensor) -> Tensor:
 
 
 def _separator_loss(ctx: StepContext, batch: dict[str, Tensor], S_hat: Tensor) -> tuple:
-    """L_sep (eq. 8): each S_hat_i scored by the transcriptor as a critic, plus mixture terms."""
+    """L_sep (eq. 8): each S_hat_i scored by the transcriptor as a critic, plus mixture terms
+    (and by the frozen step-1 transcriptor too when ``anchor_weight`` > 0)."""
     z_each = ctx.critic("transcriptor", "logits_of_sources", S_hat)  # [B, I_src, I, 88, T]
+    z_anchor = None
+    if ctx.loss_cfg.anchor_weight > 0:
+        z_anchor = ctx.critic(ANCHOR, "logits_of_sources", S_hat)  # [B, I_src, I, 88, T]
     return L.separation_loss(
-        z_each, batch["Y"], batch["X"], S_hat, batch.get("A"), ctx.class_weights, ctx.loss_cfg
+        z_each,
+        batch["Y"],
+        batch["X"],
+        S_hat,
+        batch.get("A"),
+        ctx.class_weights,
+        ctx.loss_cfg,
+        logits_anchor=z_anchor,
     )
 
 
@@ -474,13 +487,22 @@ class Trainer:
         self.model_cfg = replace(model_cfg, n_instruments=len(self.instruments))
         seed_everything(train_cfg.seed)
         init = dict(init or {})
+        if loss_cfg.anchor_weight > 0 and ANCHOR not in init and "transcriptor" in init:
+            init[ANCHOR] = copy.deepcopy(init["transcriptor"])  # before training moves it
         self.modules: dict[str, ScoreCriticModel] = {}
         for name in spec.trained:
             self.modules[name] = init.pop(name, None) or build_model(name, self.model_cfg)
-        if spec.critic:
-            critic = init.pop(spec.critic)
+        frozen = [spec.critic] if spec.critic else []
+        if loss_cfg.anchor_weight > 0:
+            if spec.name != "step3":
+                raise TrainingError(f"anchor_weight > 0 applies to step 3, not {spec.name}")
+            frozen.append(ANCHOR)
+        for name in frozen:
+            if name not in init:
+                raise TrainingError(f"{spec.name} needs a pretrained {name} network, none given")
+            critic = init.pop(name)
             critic.eval().requires_grad_(False)
-            self.modules[spec.critic] = critic
+            self.modules[name] = critic
         for module in self.modules.values():
             module.to(self.env.device)
         self.nets: dict[str, nn.Module] = dict(self.modules)
