@@ -15,7 +15,10 @@ separations whose quality is known:
 Next to each loss it prints the quality of the estimate as a magnitude SNR per instrument,
 10 log10(sum |S|^2 / sum (|S| - S_hat)^2) over the windows (no phase, no iSTFT: the ranking is
 what matters). If a worse separation gets a lower L_sep than a better one, no optimiser can
-close the gap: it is in the objective.
+close the gap: it is in the objective. Two more tables say where the estimates go wrong: the
+share of each stem's magnitude each output keeps (and, for one SOURCE:OUTPUT pair, by region),
+and where the squared magnitude error lies (own harmonic bins, bins shared with another
+instrument's harmonics, other instruments' bins, bins of nobody's harmonics, silent frames).
 
 Usage:
     python benchmarks/objective_diagnostics.py --shards data --transcriptor runs-bench/step1/best.pt \\
@@ -105,7 +108,9 @@ def main() -> None:
         bce = L.bce_with_logits(z_each, L._source_targets(batch["Y"], keep_own=True))
         per_source = (bce.sum(dim=(3, 4)) * class_weights).sum(dim=2).sum(dim=0)
         per_source = per_source / (bce.shape[0] * bce.shape[-1])
-        entry = results.setdefault(name, {"terms": [], "per_source": [], "regions": {}})
+        entry = results.setdefault(
+            name, {"terms": [], "per_source": [], "regions": {}, "error_regions": {}}
+        )
         # running sums over the windows (the estimates themselves are not kept)
         for key, value in (
             ("signal", S.pow(2).sum(dim=(0, 2, 3))),  # [I]
@@ -121,8 +126,28 @@ def main() -> None:
         for region, where in leak_regions(batch).items():
             sums = entry["regions"].setdefault(region, np.zeros(2))
             sums += [float((kept * where).sum()), float((S[:, leak_source] * where).sum())]
+        error = (S - S_hat).pow(2)  # [B, I, F, T]
+        regions = error_regions(batch)
+        regions["where the output is below the stem"] = (S_hat < S).float()
+        for region, where in regions.items():
+            errors = entry["error_regions"]
+            errors[region] = errors.get(region, 0.0) + float((error * where).sum())
         entry["terms"].append({k: float(v) for k, v in terms.items()})
         entry["per_source"].append(per_source.numpy())
+
+    def error_regions(batch: dict) -> dict[str, torch.Tensor]:
+        """Where each output's squared error lies, per instrument i (broadcastable to S)."""
+        A = batch["A"].bool()  # [B, I, F, T]
+        anyone = A.any(dim=1, keepdim=True)  # [B, 1, F, T]
+        shared = A & (A.sum(dim=1, keepdim=True) > 1)  # i's harmonic bins another also has
+        silent = ~(batch["Y"] > 0).any(dim=2)  # [B, I, T]: frames where i plays no note
+        return {
+            "i's harmonic bins, not shared": (A & ~shared).float(),
+            "i's harmonic bins shared with another": shared.float(),
+            "others' harmonic bins only": (~A & anyone).float(),
+            "nobody's harmonic bins": (~anyone).float(),
+            "frames where i is silent": silent[:, :, None, :].float(),
+        }
 
     def leak_regions(batch: dict) -> dict[str, torch.Tensor]:
         """Regions [B, F, T] (or broadcastable) to split the leak of SOURCE into OUTPUT by."""
@@ -226,6 +251,21 @@ def main() -> None:
             kept, inside = entry["regions"][region]
             cells.append(f"{kept / max(inside, 1e-12):.2f} ({100 * inside / total:.0f} %)")
         print(f"| {name} | " + " | ".join(cells) + " |")
+
+    print("\nWhere the error lies: squared magnitude error sum_i (|S_i| - S_hat_i)^2 inside each "
+          "region, in dB relative to the stems' total energy sum_i |S_i|^2 (lower is better; "
+          "the first four regions partition each instrument's time-frequency plane; the last "
+          "column is the part of the error where the output is below the stem).\n")
+    error_names = list(next(iter(results.values()))["error_regions"])
+    print("| S_hat | all bins | " + " | ".join(error_names) + " |")
+    print("|---|" + "---|" * (len(error_names) + 1))
+    for name, entry in results.items():
+        if name == "true stems":
+            continue
+        signal = entry["signal"].sum()
+        cells = [entry["error"].sum()] + [entry["error_regions"][r] for r in error_names]
+        print(f"| {name} | " + " | ".join(
+            f"{10 * np.log10(max(c, 1e-12) / signal):.2f}" for c in cells) + " |")
 
 
 if __name__ == "__main__":
