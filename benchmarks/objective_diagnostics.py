@@ -129,8 +129,8 @@ def main() -> None:
         error = (S - S_hat).pow(2)  # [B, I, F, T]
         regions = error_regions(batch)
         regions["where the output is below the stem"] = (S_hat < S).float()
+        errors = entry["error_regions"]
         for region, where in regions.items():
-            errors = entry["error_regions"]
             errors[region] = errors.get(region, 0.0) + float((error * where).sum())
         entry["terms"].append({k: float(v) for k, v in terms.items()})
         entry["per_source"].append(per_source.numpy())

@@ -143,7 +143,7 @@ class LossConfig:
         anchor_weight: lambda of a second critic in step 3's L_sep (not in the paper; 0 = off):
             lambda sum_i L_score(S_hat_i, Y^(i)) under the step-1 transcriptor, kept frozen,
             beside the transcriptor being trained. The trained critic drifts away from
-            recognising clean separated sources (reports/bench, findings 11-12); the frozen one
+            recognising clean separated sources (reports/bench, findings 12-13); the frozen one
             still does.
     """
 

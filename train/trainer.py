@@ -494,7 +494,7 @@ class Trainer:
             self.modules[name] = init.pop(name, None) or build_model(name, self.model_cfg)
         frozen = [spec.critic] if spec.critic else []
         if loss_cfg.anchor_weight > 0:
-            if spec.name != "step3":
+            if spec.name != "step3":  # step 2's critic already is the frozen step-1 transcriptor
                 raise TrainingError(f"anchor_weight > 0 applies to step 3, not {spec.name}")
             frozen.append(ANCHOR)
         for name in frozen:
