@@ -119,6 +119,8 @@ class StepSpec:
     critic: str | None = None  # loaded from a checkpoint, eval mode, requires_grad False
     objective: str = ""  # trained net whose total is the validation loss (saved as best.pt)
     also_saved: dict[str, str] = field(default_factory=dict)  # net -> extra file at best epoch
+    # The separator's critic is trained too, so a frozen step-1 copy can be its anchor.
+    takes_anchor: bool = False
 
 
 def _separate(ctx: StepContext, X: Tensor) -> Tensor:
@@ -221,6 +223,7 @@ SPECS: dict[str, StepSpec] = {
         _WITH_MASK,
         objective="separator",
         also_saved={"transcriptor": "transcriptor.pt"},
+        takes_anchor=True,
     ),
     "classifier": StepSpec(
         "classifier", ("classifier",), _classifier, ("spec", "activity"), objective="classifier"
@@ -494,7 +497,7 @@ class Trainer:
             self.modules[name] = init.pop(name, None) or build_model(name, self.model_cfg)
         frozen = [spec.critic] if spec.critic else []
         if loss_cfg.anchor_weight > 0:
-            if spec.name != "step3":  # step 2's critic already is the frozen step-1 transcriptor
+            if not spec.takes_anchor:
                 raise TrainingError(f"anchor_weight > 0 applies to step 3, not {spec.name}")
             frozen.append(ANCHOR)
         for name in frozen:
