@@ -17,6 +17,9 @@ from train.losses import (
     clip_mixture_loss,
     harmonic_mixture_loss,
     instrument_loss,
+    owned_bin_remix,
+    owned_bin_remix_loss,
+    owned_harmonic_bins,
     pitch_loss,
     remix,
     remix_indices,
@@ -239,6 +242,40 @@ def test_separation_loss_anchor_adds_the_second_critics_eq5() -> None:
         separation_loss(z_each, y, X, S, A, w, LossConfig(anchor_weight=1.0))
     with pytest.raises(ValueError, match="anchor_weight"):
         LossConfig(anchor_weight=-1.0)
+
+
+def test_owned_bin_remix_takes_each_instruments_owned_bins_from_its_donor() -> None:
+    # 2 clips, 2 instruments, 3 bins, 1 frame. Clip 0: bin 0 piano only, bin 1 both, bin 2
+    # nobody. Clip 1: bin 0 guitar only, bin 2 piano only.
+    X = torch.tensor([[[1.0], [2.0], [3.0]], [[4.0], [5.0], [6.0]]])  # [2, 3, 1]
+    A = torch.tensor(
+        [[[[1], [1], [0]], [[0], [1], [0]]], [[[0], [0], [1]], [[1], [0], [0]]]], dtype=torch.bool
+    )  # [2, 2, 3, 1]
+    U = owned_harmonic_bins(A)
+    assert U[0, :, :, 0].tolist() == [[True, False, False], [False, False, False]]
+    assert U[1, :, :, 0].tolist() == [[False, False, True], [True, False, False]]
+    donors = torch.tensor([[0, 1], [1, 0]])  # remix 0: piano of clip 0, guitar of clip 1
+    X_syn, S_syn = owned_bin_remix(X, A, donors)
+    assert S_syn[0, :, :, 0].tolist() == [[1.0, 0.0, 0.0], [4.0, 0.0, 0.0]]  # they collide
+    assert S_syn[1, :, :, 0].tolist() == [[0.0, 0.0, 6.0], [0.0, 0.0, 0.0]]
+    assert X_syn[:, :, 0].tolist() == [[5.0, 0.0, 0.0], [0.0, 0.0, 6.0]]
+    # Filled: outside its owned bins a source is the donor's separated source.
+    S_fill = torch.full((2, 2, 3, 1), 0.5, requires_grad=True)
+    X_syn, S_syn = owned_bin_remix(X, A, donors, S_fill)
+    assert S_syn[0, :, :, 0].tolist() == [[1.0, 0.5, 0.5], [4.0, 0.5, 0.5]]
+    assert torch.equal(X_syn, S_syn.sum(dim=1))
+    assert not S_syn.requires_grad  # targets: the fill is detached
+    # L_own: 0 for the right answer, the relative L1 error otherwise
+    assert owned_bin_remix_loss(S_syn, S_syn, X_syn).item() == 0.0
+    swapped = S_syn.flip(1)
+    expected = (swapped - S_syn).abs().sum(dim=(1, 2, 3)) / X_syn.sum(dim=(1, 2))
+    assert owned_bin_remix_loss(swapped, S_syn, X_syn).item() == pytest.approx(
+        expected.mean().item(), rel=1e-6
+    )
+    with pytest.raises(ValueError, match="idx"):
+        owned_bin_remix(X, A, donors[:1])
+    with pytest.raises(ValueError, match="owned_remix_fill"):
+        LossConfig(owned_remix_fill="noise")
 
 
 @pytest.mark.parametrize("batch", [3, 4, 8, 16])

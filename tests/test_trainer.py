@@ -175,6 +175,29 @@ def test_step3_anchor_is_a_frozen_copy_of_the_step1_transcriptor(shards, runs, t
             tmp_path / "s2", **kw)  # fmt: skip
 
 
+@pytest.mark.parametrize("fill", ["zero", "separated"])
+def test_owned_bin_remix_loss_trains_the_separator_on_a_second_pass(fill, shards, runs, tmp_path):
+    loss = replace(loss_preset("step2"), owned_remix_weight=2.0, owned_remix_fill=fill)
+    trainer = _trainer("step2", shards, runs, tmp_path / fill, loss=loss)
+    batch = _one_batch(trainer)
+    calls = []
+    separator = trainer.modules["separator"]
+    handle = separator.register_forward_hook(lambda m, args, out: calls.append(args[0].shape))
+    total, terms = trainer.spec.losses(trainer.ctx, batch)["separator"]
+    handle.remove()
+    assert len(calls) == 2  # the mixtures, then the owned-bin remixes
+    assert terms["owned"] > 0
+    plain = replace(loss, owned_remix_weight=0.0)
+    trainer.ctx.loss_cfg = plain
+    _, plain_terms = trainer.spec.losses(trainer.ctx, batch)["separator"]
+    assert "owned" not in plain_terms
+    assert total.item() == pytest.approx(
+        plain_terms["total"].item() + 2.0 * terms["owned"].item(), rel=1e-5
+    )
+    total.backward()
+    assert all(p.grad is not None for p in separator.parameters() if p.requires_grad)
+
+
 @pytest.mark.parametrize("step", ["step1", "step3"])
 def test_resume_is_bit_equal_to_an_uninterrupted_run(step, shards, runs, tmp_path):
     loss = replace(loss_preset(step), use_aml=True) if step == "step3" else loss_preset(step)

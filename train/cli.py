@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from train.config import AML_FORMS, KEEP_CHECKPOINT, MIXTURE_NORMS  # torch-free: --help stays fast
+# torch-free imports: --help stays fast
+from train.config import AML_FORMS, KEEP_CHECKPOINT, MIXTURE_NORMS, OWNED_REMIX_FILLS
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -60,6 +61,17 @@ _SEPARATION_OPTIONS = [
         type=click.Choice(MIXTURE_NORMS),
         help="Normalisation of the mixture losses [mixture].",
     ),
+    click.option(
+        "--owned-remix",
+        "owned_remix_weight",
+        type=float,
+        help="Weight of the owned-bin remix loss in L_sep (steps 2-3) [0: off].",
+    ),
+    click.option(
+        "--owned-remix-fill",
+        type=click.Choice(OWNED_REMIX_FILLS),
+        help="What fills an owned-bin remix source outside its owned bins [zero].",
+    ),
 ]
 _ADVERSARIAL_OPTIONS = [
     click.option(
@@ -107,6 +119,8 @@ _LOSS_KEYS = (
     "aml_form",
     "aml_bce_clamp",
     "anchor_weight",
+    "owned_remix_weight",
+    "owned_remix_fill",
 )
 _TRAIN_KEYS = {
     "max_epochs": "max_epochs",

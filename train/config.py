@@ -103,6 +103,7 @@ class ModelConfig:
 
 MIXTURE_NORMS = ("none", "mixture")
 AML_FORMS = ("clamped", "flipped", "positives")
+OWNED_REMIX_FILLS = ("zero", "separated")
 KEEP_CHECKPOINT = ("best", "last")
 
 
@@ -145,6 +146,13 @@ class LossConfig:
             beside the transcriptor being trained. The trained critic drifts away from
             recognising clean separated sources (reports/bench, findings 12-13); the frozen one
             still does.
+        owned_remix_weight: gamma of the owned-bin remix loss in L_sep (not in the paper; 0 =
+            off): the separator also separates synthetic mixtures of the bins each clip's
+            score gives to one instrument only, taken from different clips, whose sources are
+            known (``train.losses.owned_bin_remix``; reports/bench, finding 15).
+        owned_remix_fill: what fills a remix source outside its owned bins: ``"zero"`` (only
+            weak-label energy) or ``"separated"`` (the detached separated source, so the remix
+            looks like a whole mixture).
     """
 
     alpha1: float = 0.03
@@ -162,9 +170,12 @@ class LossConfig:
     aml_form: str = "clamped"
     aml_bce_clamp: float = 2.3
     anchor_weight: float = 0.0
+    owned_remix_weight: float = 0.0
+    owned_remix_fill: str = "zero"
 
     def __post_init__(self) -> None:
-        for name in ("alpha1", "beta1", "alpha2", "beta2", "alpha3", "beta3", "anchor_weight"):
+        weights = ("alpha1", "beta1", "alpha2", "beta2", "alpha3", "beta3")
+        for name in (*weights, "anchor_weight", "owned_remix_weight"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ConfigError(f"LossConfig.{name} must be a finite number >= 0, got {value}")
@@ -175,6 +186,11 @@ class LossConfig:
         if self.aml_form not in AML_FORMS:
             raise ConfigError(
                 f"LossConfig.aml_form must be one of {AML_FORMS}, got {self.aml_form!r}"
+            )
+        if self.owned_remix_fill not in OWNED_REMIX_FILLS:
+            raise ConfigError(
+                f"LossConfig.owned_remix_fill must be one of {OWNED_REMIX_FILLS}, "
+                f"got {self.owned_remix_fill!r}"
             )
         if not (math.isfinite(self.aml_bce_clamp) and self.aml_bce_clamp > 0):
             raise ConfigError(f"LossConfig.aml_bce_clamp must be > 0, got {self.aml_bce_clamp}")

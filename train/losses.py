@@ -73,6 +73,9 @@ __all__ = [
     "separation_loss",
     "remix_indices",
     "remix",
+    "owned_harmonic_bins",
+    "owned_bin_remix",
+    "owned_bin_remix_loss",
     "adversarial_mixture_loss",
     "adversarial_transcription_loss",
     "transcription_loss_step3",
@@ -374,6 +377,82 @@ def separation_loss(
             total = total + config.beta2 * l_hmix
     terms["total"] = total
     return total, {k: v.detach() for k, v in terms.items()}
+
+
+# --- owned-bin remixes: synthetic mixtures whose sources are known (not in the paper) --------
+
+
+def owned_harmonic_bins(A: Tensor) -> Tensor:
+    """U_i = A_i and no other A_j: the bins only instrument i's harmonics reach.
+
+    There eq. (6) and (7) leave one answer, S_hat_i = X and every other source 0, so the mixture
+    in those bins is a weak-label estimate of the stem that no other instrument's notes claim.
+    A [batch, I, F, T] bool -> U [batch, I, F, T] bool.
+    """
+    A = A.bool()
+    return A & (A.sum(dim=1, keepdim=True) == 1)
+
+
+def owned_bin_remix(
+    X: Tensor, A: Tensor, idx: Tensor, S_fill: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """Synthetic mixtures X' = sum_i S'_i from the owned bins of *different* clips.
+
+    S'_i = X[a_i] U_i[a_i] (+ S_fill[a_i, i] (1 - U_i[a_i]) when ``S_fill`` is given, the
+    detached separated sources, so X' looks like a whole mixture). Instruments now collide in
+    bins their own clips kept apart, and the answer there is known: a supervised target for
+    splitting shared harmonics built from mixtures and scores only.
+
+    Args:
+        X: mixture magnitude [batch, F, T].
+        A: harmonic activity [batch, I, F, T] bool.
+        idx: [batch, I] donors a_i (:func:`remix_indices`).
+        S_fill: optional separated magnitudes [batch, I, F, T] for the bins outside U_i.
+
+    Returns:
+        (X' [batch, F, T], S' [batch, I, F, T]).
+    """
+    batch, n_inst = A.shape[:2]
+    if idx.shape != (batch, n_inst) or X.shape != (batch, *A.shape[2:]):
+        raise ValueError(
+            f"owned_bin_remix: X {tuple(X.shape)}, A {tuple(A.shape)} and idx "
+            f"{tuple(idx.shape)} must share [batch, I, F, T]"
+        )
+    owned = owned_harmonic_bins(A).to(X.dtype)  # [batch, I, F, T]
+    sources = owned * X[:, None]  # [batch, I, F, T]
+    if S_fill is not None:
+        sources = sources + (1.0 - owned) * S_fill.detach()
+    idx = idx.to(X.device)
+    inst = torch.arange(n_inst, device=X.device)[None, :]  # [1, I]
+    S_syn = sources[idx, inst]  # [batch, I, F, T]
+    return S_syn.sum(dim=1), S_syn
+
+
+def owned_bin_remix_loss(
+    S_hat: Tensor, S_syn: Tensor, X_syn: Tensor, mixture_norm: str = "mixture"
+) -> Tensor:
+    """L_own = sum_{i,f,t} |S_hat_i - S'_i| on an owned-bin remix (:func:`owned_bin_remix`),
+    per frame, divided by the remix's mean frame L1 norm like eq. (6)-(7) ("mixture").
+
+    Args:
+        S_hat: the separator's output on X' [batch, I, F, T].
+        S_syn: the remix's sources S' [batch, I, F, T].
+        X_syn: the remix X' [batch, F, T].
+        mixture_norm: "none" or "mixture".
+    """
+    if S_hat.shape != S_syn.shape or S_syn.shape[0] != X_syn.shape[0]:
+        raise ValueError(
+            f"owned_bin_remix_loss: S_hat {tuple(S_hat.shape)}, S' {tuple(S_syn.shape)} and "
+            f"X' {tuple(X_syn.shape)} disagree"
+        )
+    batch, frames = S_hat.shape[0], S_hat.shape[-1]
+    per_sample = (S_hat.float() - S_syn.float()).abs().sum(dim=(1, 2, 3))  # [batch]
+    if mixture_norm == "mixture":
+        level = X_syn.float().sum(dim=(1, 2)) / frames  # [batch]
+        per_sample = per_sample / level.clamp_min(_SCALE_FLOOR)
+    elif mixture_norm != "none":
+        raise ValueError(f"mixture_norm must be 'none' or 'mixture', got {mixture_norm!r}")
+    return _per_frame(per_sample.sum(), batch, frames)
 
 
 # --- step 3: joint training with adversarial losses (paper §2.3) -----------------------------

@@ -130,21 +130,24 @@ def _separate(ctx: StepContext, X: Tensor) -> Tensor:
 
 def _separator_loss(ctx: StepContext, batch: dict[str, Tensor], S_hat: Tensor) -> tuple:
     """L_sep (eq. 8): each S_hat_i scored by the transcriptor as a critic, plus mixture terms
-    (and by the frozen step-1 transcriptor too when ``anchor_weight`` > 0)."""
+    (and by the frozen step-1 transcriptor too when ``anchor_weight`` > 0, and gamma L_own on
+    an owned-bin remix when ``owned_remix_weight`` > 0)."""
     z_each = ctx.critic("transcriptor", "logits_of_sources", S_hat)  # [B, I_src, I, 88, T]
     z_anchor = None
     if ctx.loss_cfg.anchor_weight > 0:
         z_anchor = ctx.critic(ANCHOR, "logits_of_sources", S_hat)  # [B, I_src, I, 88, T]
-    return L.separation_loss(
-        z_each,
-        batch["Y"],
-        batch["X"],
-        S_hat,
-        batch.get("A"),
-        ctx.class_weights,
-        ctx.loss_cfg,
-        logits_anchor=z_anchor,
+    cfg, X = ctx.loss_cfg, batch["X"]
+    total, terms = L.separation_loss(
+        z_each, batch["Y"], X, S_hat, batch.get("A"), ctx.class_weights, cfg, logits_anchor=z_anchor
     )
+    if cfg.owned_remix_weight > 0:
+        donors = L.remix_indices(X.shape[0], S_hat.shape[1], ctx.generator, X.device)  # [B, I]
+        fill = S_hat if cfg.owned_remix_fill == "separated" else None
+        X_syn, S_syn = L.owned_bin_remix(X, batch["A"], donors, fill)  # [B, F, T], [B, I, F, T]
+        l_own = L.owned_bin_remix_loss(_separate(ctx, X_syn), S_syn, X_syn, cfg.mixture_norm)
+        total = total + cfg.owned_remix_weight * l_own
+        terms = {**terms, "owned": l_own.detach(), "total": total.detach()}
+    return total, terms
 
 
 def _step1(ctx: StepContext, batch: dict[str, Tensor]) -> NetLosses:
