@@ -274,8 +274,13 @@ def test_owned_bin_remix_takes_each_instruments_owned_bins_from_its_donor() -> N
     )
     with pytest.raises(ValueError, match="idx"):
         owned_bin_remix(X, A, donors[:1])
-    with pytest.raises(ValueError, match="owned_remix_fill"):
-        LossConfig(owned_remix_fill="noise")
+    # Without owned bins: the separated sources alone, remixed.
+    X_syn, S_syn = owned_bin_remix(X, A, donors, S_fill, owned=False)
+    assert torch.equal(S_syn, torch.full((2, 2, 3, 1), 0.5))
+    with pytest.raises(ValueError, match="S_fill"):
+        owned_bin_remix(X, A, donors, owned=False)
+    with pytest.raises(ValueError, match="owned_remix_sources"):
+        LossConfig(owned_remix_sources="noise")
 
 
 @pytest.mark.parametrize("batch", [3, 4, 8, 16])

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 # torch-free imports: --help stays fast
-from train.config import AML_FORMS, KEEP_CHECKPOINT, MIXTURE_NORMS, OWNED_REMIX_FILLS
+from train.config import AML_FORMS, KEEP_CHECKPOINT, MIXTURE_NORMS, OWNED_REMIX_SOURCES
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -68,9 +68,9 @@ _SEPARATION_OPTIONS = [
         help="Weight of the owned-bin remix loss in L_sep (steps 2-3) [0: off].",
     ),
     click.option(
-        "--owned-remix-fill",
-        type=click.Choice(OWNED_REMIX_FILLS),
-        help="What fills an owned-bin remix source outside its owned bins [zero].",
+        "--owned-remix-sources",
+        type=click.Choice(OWNED_REMIX_SOURCES),
+        help="What an owned-bin remix source is made of [owned].",
     ),
 ]
 _ADVERSARIAL_OPTIONS = [
@@ -120,7 +120,7 @@ _LOSS_KEYS = (
     "aml_bce_clamp",
     "anchor_weight",
     "owned_remix_weight",
-    "owned_remix_fill",
+    "owned_remix_sources",
 )
 _TRAIN_KEYS = {
     "max_epochs": "max_epochs",

@@ -103,7 +103,7 @@ class ModelConfig:
 
 MIXTURE_NORMS = ("none", "mixture")
 AML_FORMS = ("clamped", "flipped", "positives")
-OWNED_REMIX_FILLS = ("zero", "separated")
+OWNED_REMIX_SOURCES = ("owned", "owned+separated", "separated")
 KEEP_CHECKPOINT = ("best", "last")
 
 
@@ -150,9 +150,11 @@ class LossConfig:
             off): the separator also separates synthetic mixtures of the bins each clip's
             score gives to one instrument only, taken from different clips, whose sources are
             known (``train.losses.owned_bin_remix``; reports/bench, finding 15).
-        owned_remix_fill: what fills a remix source outside its owned bins: ``"zero"`` (only
-            weak-label energy) or ``"separated"`` (the detached separated source, so the remix
-            looks like a whole mixture).
+        owned_remix_sources: what a remix source is made of: ``"owned"`` (the mixture in the
+            instrument's owned bins, zero elsewhere), ``"owned+separated"`` (the same, and the
+            detached separated source outside them, so the remix looks like a whole mixture) or
+            ``"separated"`` (the separated source everywhere: the ablation without weak labels,
+            a pure remix-consistency term).
     """
 
     alpha1: float = 0.03
@@ -171,7 +173,7 @@ class LossConfig:
     aml_bce_clamp: float = 2.3
     anchor_weight: float = 0.0
     owned_remix_weight: float = 0.0
-    owned_remix_fill: str = "zero"
+    owned_remix_sources: str = "owned"
 
     def __post_init__(self) -> None:
         weights = ("alpha1", "beta1", "alpha2", "beta2", "alpha3", "beta3")
@@ -187,10 +189,10 @@ class LossConfig:
             raise ConfigError(
                 f"LossConfig.aml_form must be one of {AML_FORMS}, got {self.aml_form!r}"
             )
-        if self.owned_remix_fill not in OWNED_REMIX_FILLS:
+        if self.owned_remix_sources not in OWNED_REMIX_SOURCES:
             raise ConfigError(
-                f"LossConfig.owned_remix_fill must be one of {OWNED_REMIX_FILLS}, "
-                f"got {self.owned_remix_fill!r}"
+                f"LossConfig.owned_remix_sources must be one of {OWNED_REMIX_SOURCES}, "
+                f"got {self.owned_remix_sources!r}"
             )
         if not (math.isfinite(self.aml_bce_clamp) and self.aml_bce_clamp > 0):
             raise ConfigError(f"LossConfig.aml_bce_clamp must be > 0, got {self.aml_bce_clamp}")

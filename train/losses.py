@@ -394,7 +394,7 @@ def owned_harmonic_bins(A: Tensor) -> Tensor:
 
 
 def owned_bin_remix(
-    X: Tensor, A: Tensor, idx: Tensor, S_fill: Tensor | None = None
+    X: Tensor, A: Tensor, idx: Tensor, S_fill: Tensor | None = None, owned: bool = True
 ) -> tuple[Tensor, Tensor]:
     """Synthetic mixtures X' = sum_i S'_i from the owned bins of *different* clips.
 
@@ -408,6 +408,8 @@ def owned_bin_remix(
         A: harmonic activity [batch, I, F, T] bool.
         idx: [batch, I] donors a_i (:func:`remix_indices`).
         S_fill: optional separated magnitudes [batch, I, F, T] for the bins outside U_i.
+        owned: False takes no bin from the mixture (U_i empty, S'_i = S_fill[a_i, i]): the
+            ablation that keeps only the remix consistency of the separated sources.
 
     Returns:
         (X' [batch, F, T], S' [batch, I, F, T]).
@@ -418,10 +420,12 @@ def owned_bin_remix(
             f"owned_bin_remix: X {tuple(X.shape)}, A {tuple(A.shape)} and idx "
             f"{tuple(idx.shape)} must share [batch, I, F, T]"
         )
-    owned = owned_harmonic_bins(A).to(X.dtype)  # [batch, I, F, T]
-    sources = owned * X[:, None]  # [batch, I, F, T]
+    if not owned and S_fill is None:
+        raise ValueError("owned_bin_remix: owned=False needs S_fill (the sources to remix)")
+    U = owned_harmonic_bins(A).to(X.dtype) * owned  # [batch, I, F, T]
+    sources = U * X[:, None]  # [batch, I, F, T]
     if S_fill is not None:
-        sources = sources + (1.0 - owned) * S_fill.detach()
+        sources = sources + (1.0 - U) * S_fill.detach()
     idx = idx.to(X.device)
     inst = torch.arange(n_inst, device=X.device)[None, :]  # [1, I]
     S_syn = sources[idx, inst]  # [batch, I, F, T]

@@ -142,8 +142,9 @@ def _separator_loss(ctx: StepContext, batch: dict[str, Tensor], S_hat: Tensor) -
     )
     if cfg.owned_remix_weight > 0:
         donors = L.remix_indices(X.shape[0], S_hat.shape[1], ctx.generator, X.device)  # [B, I]
-        fill = S_hat if cfg.owned_remix_fill == "separated" else None
-        X_syn, S_syn = L.owned_bin_remix(X, batch["A"], donors, fill)  # [B, F, T], [B, I, F, T]
+        fill = None if cfg.owned_remix_sources == "owned" else S_hat
+        owned = cfg.owned_remix_sources != "separated"
+        X_syn, S_syn = L.owned_bin_remix(X, batch["A"], donors, fill, owned)  # [B,F,T], [B,I,F,T]
         l_own = L.owned_bin_remix_loss(_separate(ctx, X_syn), S_syn, X_syn, cfg.mixture_norm)
         total = total + cfg.owned_remix_weight * l_own
         terms = {**terms, "owned": l_own.detach(), "total": total.detach()}
