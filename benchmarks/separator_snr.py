@@ -1,0 +1,75 @@
+"""Magnitude SNR of separators on the trainer's fixed validation windows, per instrument: the
+quick stem-based check of a run's epochs (no critic, no iSTFT; seconds per checkpoint).
+
+Prints a markdown row per separator: the relative L1 error sum |S_hat - S| / sum X (per
+window, averaged; the supervised loss's scale) and 10 log10(sum |S|^2 / sum (|S| - S_hat)^2)
+per instrument and on average. ``benchmarks/objective_diagnostics.py`` gives the same SNR
+beside the weak objective's terms, at the cost of the critic's passes.
+
+Usage:
+    python benchmarks/separator_snr.py --shards data \\
+        anchor-e9=runs-bench/anchor-epochs/e9/best.pt filled-e9=runs-bench/owned-filled-epochs/e9/best.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]  # `train` shadowing
+
+import torch  # noqa: E402
+
+from prep.features import stft  # noqa: E402
+from prep.shards import ShardSet  # noqa: E402
+from train.data import WindowDataset, validation_windows  # noqa: E402
+from train.model import Separator, load_model  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("separators", nargs="+", metavar="NAME=PATH")
+    parser.add_argument("--shards", default="data")
+    parser.add_argument("--split", default="validation")
+    parser.add_argument("--windows", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    separators = {}
+    for item in args.separators:
+        name, sep, path = item.rpartition("=")
+        if not sep:
+            parser.error(f"{item!r}: expected NAME=PATH")
+        separators[name] = load_model(path, expected_kind=Separator.kind)
+    shard_set = ShardSet(args.shards, args.split)
+    windows = validation_windows(shard_set, args.windows, args.seed)
+    dataset = WindowDataset(shard_set, ("spec", "stems"))
+    n_inst = len(shard_set.instruments)
+    sums = {name: [0.0, torch.zeros(n_inst), torch.zeros(n_inst)] for name in separators}
+    with torch.no_grad():
+        for start in range(0, len(windows), args.batch):
+            batch = dataset[windows[start : start + args.batch]]
+            X = batch["X"]  # [B, F, T]
+            S = stft(batch["stems"], center=False).abs()  # [B, I, F, T]
+            for name, separator in separators.items():
+                S_hat = separator(X) * X[:, None]  # [B, I, F, T]
+                l1 = (S_hat - S).abs().sum(dim=(1, 2, 3)) / X.sum(dim=(1, 2)).clamp_min(1e-8)
+                sums[name][0] += l1.sum().item()
+                sums[name][1] += S.square().sum(dim=(0, 2, 3))
+                sums[name][2] += (S - S_hat).square().sum(dim=(0, 2, 3))
+
+    instruments = list(shard_set.instruments)
+    print(f"# Separators on {args.shards} {args.split}, {len(windows)} windows (seed {args.seed})\n")
+    print("| separator | rel. L1 | " + " | ".join(f"SNR {i}" for i in instruments) + " | SNR avg |")
+    print("|---|---|" + "---|" * (n_inst + 1))
+    for name, (l1, signal, error) in sums.items():
+        snr = 10 * torch.log10(signal / error.clamp_min(1e-12))
+        cells = " | ".join(f"{v:.2f}" for v in snr.tolist())
+        print(f"| {name} | {l1 / len(windows):.3f} | {cells} | {snr.mean().item():.2f} |")
+
+
+if __name__ == "__main__":
+    main()
