@@ -1,7 +1,10 @@
 """Magnitude SNR of separators on the trainer's fixed validation windows, per instrument: the
 quick stem-based check of a run's epochs (no critic, no iSTFT; seconds per checkpoint).
 
-Prints a markdown row per separator: the relative L1 error sum |S_hat - S| / sum X (per
+First the owned bins' weak labels (``train.losses.owned_harmonic_bins``: bins only one
+instrument's harmonics reach, where eq. 6-7 give that instrument the whole mixture): their share
+of the stems' magnitude, and their purity, sum_i U_i S_i / sum_i U_i X. Then a markdown row per
+separator: the relative L1 error sum |S_hat - S| / sum X (per
 window, averaged; the supervised loss's scale) and 10 log10(sum |S|^2 / sum (|S| - S_hat)^2)
 per instrument and on average. ``benchmarks/objective_diagnostics.py`` gives the same SNR
 beside the weak objective's terms, at the cost of the critic's passes.
@@ -25,12 +28,13 @@ import torch  # noqa: E402
 from prep.features import stft  # noqa: E402
 from prep.shards import ShardSet  # noqa: E402
 from train.data import WindowDataset, validation_windows  # noqa: E402
+from train.losses import owned_harmonic_bins  # noqa: E402
 from train.model import Separator, load_model  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("separators", nargs="+", metavar="NAME=PATH")
+    parser.add_argument("separators", nargs="*", metavar="NAME=PATH")
     parser.add_argument("--shards", default="data")
     parser.add_argument("--split", default="validation")
     parser.add_argument("--windows", type=int, default=64)
@@ -46,14 +50,19 @@ def main() -> None:
         separators[name] = load_model(path, expected_kind=Separator.kind)
     shard_set = ShardSet(args.shards, args.split)
     windows = validation_windows(shard_set, args.windows, args.seed)
-    dataset = WindowDataset(shard_set, ("spec", "stems"))
+    dataset = WindowDataset(shard_set, ("spec", "roll", "harmonic_mask", "stems"))
     n_inst = len(shard_set.instruments)
     sums = {name: [0.0, torch.zeros(n_inst), torch.zeros(n_inst)] for name in separators}
+    owned_stem = owned_mix = stem_total = 0.0
     with torch.no_grad():
         for start in range(0, len(windows), args.batch):
             batch = dataset[windows[start : start + args.batch]]
             X = batch["X"]  # [B, F, T]
             S = stft(batch["stems"], center=False).abs()  # [B, I, F, T]
+            U = owned_harmonic_bins(batch["A"]).float()  # [B, I, F, T]
+            owned_stem += (U * S).sum().item()
+            owned_mix += (U * X[:, None]).sum().item()
+            stem_total += S.sum().item()
             for name, separator in separators.items():
                 S_hat = separator(X) * X[:, None]  # [B, I, F, T]
                 l1 = (S_hat - S).abs().sum(dim=(1, 2, 3)) / X.sum(dim=(1, 2)).clamp_min(1e-8)
@@ -63,6 +72,8 @@ def main() -> None:
 
     instruments = list(shard_set.instruments)
     print(f"# Separators on {args.shards} {args.split}, {len(windows)} windows (seed {args.seed})\n")
+    print(f"Owned harmonic bins: {owned_stem / stem_total:.1%} of the stems' magnitude (L1), "
+          f"purity {owned_stem / owned_mix:.1%}.\n")
     print("| separator | rel. L1 | " + " | ".join(f"SNR {i}" for i in instruments) + " | SNR avg |")
     print("|---|---|" + "---|" * (n_inst + 1))
     for name, (l1, signal, error) in sums.items():
