@@ -267,13 +267,18 @@ def _mixture_loss(X: Tensor, S_hat: Tensor, active: Tensor, mixture_norm: str) -
     X = X.float()
     S_hat = S_hat.float()
     active = active.float()
-    batch, frames = X.shape[0], X.shape[2]
     recon = (active * S_hat).sum(dim=1)  # [batch, F, T]: sum of the active sources
     mix_err = (X - recon).abs().sum(dim=(1, 2))  # [batch]
     inactive = ((1.0 - active) * S_hat.abs()).sum(dim=(1, 2, 3))  # [batch]
-    per_sample = mix_err + inactive  # [batch]
+    return _per_frame_of_mixture(mix_err + inactive, X, mixture_norm)
+
+
+def _per_frame_of_mixture(per_sample: Tensor, X: Tensor, mixture_norm: str) -> Tensor:
+    """Per-sample sums [batch] -> per frame, and with "mixture" also divided by each sample's
+    mixture level mean_t sum_f X[f, t] (X [batch, F, T])."""
+    batch, frames = X.shape[0], X.shape[2]
     if mixture_norm == "mixture":
-        frame_level = X.sum(dim=(1, 2)) / frames  # [batch]: mean_t sum_f X[f, t]
+        frame_level = X.float().sum(dim=(1, 2)) / frames  # [batch]
         per_sample = per_sample / frame_level.clamp_min(_SCALE_FLOOR)
     elif mixture_norm != "none":
         raise ValueError(f"mixture_norm must be 'none' or 'mixture', got {mixture_norm!r}")
@@ -449,14 +454,8 @@ def owned_bin_remix_loss(
             f"owned_bin_remix_loss: S_hat {tuple(S_hat.shape)}, S' {tuple(S_syn.shape)} and "
             f"X' {tuple(X_syn.shape)} disagree"
         )
-    batch, frames = S_hat.shape[0], S_hat.shape[-1]
     per_sample = (S_hat.float() - S_syn.float()).abs().sum(dim=(1, 2, 3))  # [batch]
-    if mixture_norm == "mixture":
-        level = X_syn.float().sum(dim=(1, 2)) / frames  # [batch]
-        per_sample = per_sample / level.clamp_min(_SCALE_FLOOR)
-    elif mixture_norm != "none":
-        raise ValueError(f"mixture_norm must be 'none' or 'mixture', got {mixture_norm!r}")
-    return _per_frame(per_sample.sum(), batch, frames)
+    return _per_frame_of_mixture(per_sample, X_syn, mixture_norm)
 
 
 # --- step 3: joint training with adversarial losses (paper §2.3) -----------------------------
