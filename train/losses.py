@@ -431,9 +431,7 @@ def owned_bin_remix(
     sources = U * X[:, None]  # [batch, I, F, T]
     if S_fill is not None:
         sources = sources + (1.0 - U) * S_fill.detach()
-    idx = idx.to(X.device)
-    inst = torch.arange(n_inst, device=X.device)[None, :]  # [1, I]
-    S_syn = sources[idx, inst]  # [batch, I, F, T]
+    S_syn = _from_donors(sources, idx)  # [batch, I, F, T]
     return S_syn.sum(dim=1), S_syn
 
 
@@ -514,11 +512,15 @@ def remix(S_hat: Tensor, Y: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
             f"remix: idx {tuple(idx.shape)} and Y {tuple(Y.shape)} must start with "
             f"[batch, I] = {(batch, n_inst)}"
         )
-    idx = idx.to(S_hat.device)
-    inst = torch.arange(n_inst, device=S_hat.device)[None, :]  # [1, I]
-    X_tilde = S_hat[idx, inst].sum(dim=1)  # [batch, I, F, T] -> [batch, F, T]
-    Y_tilde = Y[idx.to(Y.device), inst.to(Y.device)]  # [batch, I, 88, T]
-    return X_tilde, Y_tilde
+    X_tilde = _from_donors(S_hat, idx).sum(dim=1)  # [batch, I, F, T] -> [batch, F, T]
+    return X_tilde, _from_donors(Y, idx)  # Y~ [batch, I, 88, T]
+
+
+def _from_donors(per_instrument: Tensor, idx: Tensor) -> Tensor:
+    """out[b, i] = per_instrument[idx[b, i], i] for per_instrument [batch, I, ...]."""
+    idx = idx.to(per_instrument.device)
+    inst = torch.arange(per_instrument.shape[1], device=per_instrument.device)[None, :]  # [1, I]
+    return per_instrument[idx, inst]
 
 
 def adversarial_mixture_loss(
