@@ -198,13 +198,13 @@ def test_owned_bin_remix_loss_trains_the_separator_on_a_second_pass(sources, sha
     assert all(p.grad is not None for p in separator.parameters() if p.requires_grad)
 
 
-@pytest.mark.parametrize("step", ["step1", "step3"])
-def test_resume_is_bit_equal_to_an_uninterrupted_run(step, shards, runs, tmp_path):
+@pytest.mark.parametrize(("step", "ema_decay"), [("step1", 0.0), ("step3", 0.0), ("step3", 0.8)])
+def test_resume_is_bit_equal_to_an_uninterrupted_run(step, ema_decay, shards, runs, tmp_path):
     loss = replace(loss_preset(step), use_aml=True) if step == "step3" else loss_preset(step)
     model = replace(MODEL, dropout=0.1)  # dropout makes the RNG state matter
     kw = dict(transcriptor=runs / "step1" / "best.pt", separator=runs / "step2" / "best.pt",
               progress=False)
-    cfg = _train_cfg(steps_per_epoch=3, max_epochs=2)
+    cfg = _train_cfg(steps_per_epoch=3, max_epochs=2, ema_decay=ema_decay)
     run(step, shards, cfg, model, loss, tmp_path / "straight", **kw)
     run(step, shards, replace(cfg, max_epochs=1), model, loss, tmp_path / "resumed", **kw)
     metrics = run(step, shards, cfg, model, loss, tmp_path / "resumed", resume=True, **kw)
@@ -217,6 +217,57 @@ def test_resume_is_bit_equal_to_an_uninterrupted_run(step, shards, runs, tmp_pat
             assert torch.equal(value, b["nets"][net][key]), (net, key)
     assert a["progress"]["best"] == b["progress"]["best"]
     torch.testing.assert_close(a["optimizer"]["state"], b["optimizer"]["state"], rtol=0, atol=0)
+    assert len(a["averaged"]) == (2 if ema_decay else 0)
+    torch.testing.assert_close(a["averaged"], b["averaged"], rtol=0, atol=0)
+
+
+def test_ema_decay_validates_and_saves_the_moving_average_of_the_weights(shards, runs, tmp_path):
+    decay, out = 0.7, tmp_path / "ema"
+    trainer = _trainer("step2", shards, runs, out, ema_decay=decay, steps_per_epoch=4, max_epochs=1)
+    separator = trainer.modules["separator"]
+    iterates, optimizer_step = [], trainer.optimizer.step
+
+    def recording_step(*args, **kwargs):
+        result = optimizer_step(*args, **kwargs)
+        iterates.append([p.detach().clone() for p in separator.parameters()])
+        return result
+
+    trainer.optimizer.step = recording_step
+    metrics = trainer.fit()
+    expected = iterates[0]  # the average starts at the first update's weights
+    for weights in iterates[1:]:
+        expected = [decay * e + (1 - decay) * w for e, w in zip(expected, weights, strict=True)]
+    saved = list(load_model(out / "best.pt").parameters())
+    torch.testing.assert_close(saved, expected)
+    assert not all(torch.equal(s, w) for s, w in zip(saved, iterates[-1], strict=True))
+    val = metrics["history"][-1]["val/separator/total"]
+    assert trainer.validate()["val/separator/total"] == pytest.approx(val)
+    trainer.averaged = {}  # the live weights score differently: validation measured the average
+    assert trainer.validate()["val/separator/total"] != pytest.approx(val)
+    with pytest.raises(ValueError, match="ema_decay"):
+        _train_cfg(ema_decay=1.0)
+
+
+def test_owned_remix_teacher_fills_the_remixes_from_the_averaged_separator(
+    shards, runs, tmp_path
+):
+    loss = replace(loss_preset("step2"), owned_remix_weight=2.0,
+                   owned_remix_sources="owned+separated", owned_remix_teacher=True)
+    with pytest.raises(TrainingError, match="ema_decay"):
+        _trainer("step2", shards, runs, tmp_path / "no-ema", loss=loss)
+    with pytest.raises(ValueError, match="owned_remix_teacher"):
+        replace(loss, owned_remix_sources="owned")
+    trainer = _trainer("step2", shards, runs, tmp_path / "run", loss=loss, ema_decay=0.9)
+    teacher = trainer.averaged["separator"].module
+    calls = []
+    handle = teacher.register_forward_hook(lambda m, args, out: calls.append(out.requires_grad))
+    total, terms = trainer.spec.losses(trainer.ctx, _one_batch(trainer))["separator"]
+    handle.remove()
+    assert calls == [False] and not teacher.training  # one pass, no graph, eval mode
+    assert terms["owned"] > 0
+    total.backward()
+    assert all(p.grad is None for p in teacher.parameters())
+    assert all(p.grad is not None for p in trainer.modules["separator"].parameters())
 
 
 def test_step3_without_earlier_checkpoints_says_which_command_to_run(shards, tmp_path):

@@ -72,6 +72,12 @@ _SEPARATION_OPTIONS = [
         type=click.Choice(OWNED_REMIX_SOURCES),
         help="What an owned-bin remix source is made of [owned].",
     ),
+    click.option(
+        "--owned-remix-teacher/--no-owned-remix-teacher",
+        "owned_remix_teacher",
+        default=None,
+        help="Fill the remixes from the weight-averaged separator (needs --ema-decay) [off].",
+    ),
 ]
 _ADVERSARIAL_OPTIONS = [
     click.option(
@@ -121,6 +127,7 @@ _LOSS_KEYS = (
     "anchor_weight",
     "owned_remix_weight",
     "owned_remix_sources",
+    "owned_remix_teacher",
 )
 _TRAIN_KEYS = {
     "max_epochs": "max_epochs",
@@ -132,6 +139,7 @@ _TRAIN_KEYS = {
     "lr": "lr",
     "val_windows": "val_windows",
     "keep_checkpoint": "keep_checkpoint",
+    "ema_decay": "ema_decay",
 }
 
 
@@ -174,6 +182,12 @@ def _common_training_options(function):
             type=click.Choice(KEEP_CHECKPOINT),
             help="best.pt holds the epoch of lowest validation loss (best) or the last epoch "
             "(last: for step 3, whose validation loss moves with its critic) [best].",
+        ),
+        click.option(
+            "--ema-decay",
+            type=float,
+            help="Validate and save an exponential moving average of the weights with this "
+            "decay per step (0.995: about 200 steps) [0: off].",
         ),
         click.option("--resume", is_flag=True, help="Continue from <out>/last.pt."),
         click.option("--progress/--no-progress", default=True, help="tqdm progress bar."),

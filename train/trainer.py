@@ -38,6 +38,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from prep.atomic import atomic_write, atomic_write_text
@@ -88,6 +89,7 @@ class StepContext:
     class_weights: Tensor  # [I] instrument weights (paper §3.2)
     autocast: Callable[[], contextlib.AbstractContextManager]
     generator: torch.Generator | None = None  # AML remix draws (seeded per step)
+    averaged: dict[str, nn.Module] = field(default_factory=dict)  # EMA copies of trained nets
 
     def forward(self, name: str, method: str, x: Tensor) -> Tensor:
         """Run ``name`` (through its DDP wrapper when trained) under autocast; float32 out."""
@@ -100,6 +102,14 @@ class StepContext:
             else:
                 out = getattr(net, method)(x)
         return out.float()
+
+    @torch.no_grad()
+    def teacher(self, name: str, x: Tensor) -> Tensor:
+        """Run the weight-averaged copy of ``name`` (TrainConfig.ema_decay); no gradients."""
+        if name not in self.averaged:
+            raise TrainingError(f"no weight-averaged {name} to teach with: set ema_decay > 0")
+        with self.autocast():
+            return self.averaged[name](x).float()
 
     def critic(self, name: str, method: str, x: Tensor) -> Tensor:
         """Run ``name`` as a critic: gradients reach ``x`` but not the critic's parameters."""
@@ -143,6 +153,8 @@ def _separator_loss(ctx: StepContext, batch: dict[str, Tensor], S_hat: Tensor) -
     if cfg.owned_remix_weight > 0:
         donors = L.remix_indices(X.shape[0], S_hat.shape[1], ctx.generator, X.device)  # [B, I]
         fill = None if cfg.owned_remix_sources == "owned" else S_hat
+        if cfg.owned_remix_teacher:
+            fill = ctx.teacher("separator", X) * X[:, None]  # [B, I, F, T], mean teacher
         owned = cfg.owned_remix_sources != "separated"
         X_syn, S_syn = L.owned_bin_remix(X, batch["A"], donors, fill, owned)  # [B,F,T], [B,I,F,T]
         l_own = L.owned_bin_remix_loss(_separate(ctx, X_syn), S_syn, X_syn, cfg.mixture_norm)
@@ -519,6 +531,15 @@ class Trainer:
                     _Dispatch(self.modules[name]),
                     device_ids=[self.env.device] if self.env.device.type == "cuda" else None,
                 )
+        self.averaged: dict[str, AveragedModel] = {}
+        if train_cfg.ema_decay > 0:
+            ema = get_ema_multi_avg_fn(train_cfg.ema_decay)
+            for name in spec.trained:
+                self.averaged[name] = AveragedModel(self.modules[name], multi_avg_fn=ema).eval()
+        if loss_cfg.owned_remix_teacher and "separator" not in self.averaged:
+            raise TrainingError(
+                "owned_remix_teacher needs the weight-averaged separator: set ema_decay > 0"
+            )
         params = [p for name in spec.trained for p in self.modules[name].parameters()]
         self.optimizer = torch.optim.Adam(params, lr=train_cfg.lr)
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -533,6 +554,7 @@ class Trainer:
             loss_cfg,
             weights.to(self.env.device),
             autocast=lambda: torch.autocast(self.env.device.type, torch.bfloat16, enabled=use_bf16),
+            averaged=dict(self.averaged),
         )
         pin = self.env.device.type == "cuda"
         frames = track_frame_counts(self.train_set)
@@ -603,6 +625,8 @@ class Trainer:
                 for name in self.spec.trained:
                     nn.utils.clip_grad_norm_(self.modules[name].parameters(), self.cfg.grad_clip)
             self.optimizer.step()
+            for name, average in self.averaged.items():
+                average.update_parameters(self.modules[name])
             fault_point("train-step")
             t2 = time.perf_counter()
             wait, busy = wait + (t1 - t0), busy + (t2 - t1)
@@ -626,15 +650,20 @@ class Trainer:
         """Mean terms over the fixed validation windows (shared out over ranks, all-reduced)."""
         for module in self.modules.values():
             module.eval()
-        self.ctx.generator = torch.Generator().manual_seed(self.cfg.seed)
+        # With ema_decay the averaged networks are what is measured (and saved).
+        averaged = {name: average.module for name, average in self.averaged.items()}
+        ctx = replace(
+            self.ctx,
+            nets={**self.nets, **averaged},
+            modules={**self.modules, **averaged},
+            generator=torch.Generator().manual_seed(self.cfg.seed),
+        )
         sums: dict[str, float] = {}
         count = 0
         for cpu_batch in self.val_loader:
             batch = to_device(cpu_batch, self.env.device)
             n = batch["X"].shape[0]
-            values = {
-                k: v.item() for k, v in _flatten_losses(self.spec.losses(self.ctx, batch)).items()
-            }
+            values = {k: v.item() for k, v in _flatten_losses(self.spec.losses(ctx, batch)).items()}
             for key, value in values.items():
                 sums[key] = sums.get(key, 0.0) + value * n
             count += n
@@ -652,15 +681,17 @@ class Trainer:
         if self.env.main:
             extra = _checkpoint_extra(self.spec, self.instruments, self.state.epoch - 1, val_loss)
             if write_best:
-                save_checkpoint(self.out / "best.pt", self.modules[self.spec.objective], extra)
+                saved = {**self.modules, **self.averaged}
+                save_checkpoint(self.out / "best.pt", saved[self.spec.objective], extra)
                 for name, filename in self.spec.also_saved.items():
-                    save_checkpoint(self.out / filename, self.modules[name], extra)
+                    save_checkpoint(self.out / filename, saved[name], extra)
             fault_point("best-written")  # best.pt of this epoch saved, last.pt not yet
             state = {
                 "format_version": CHECKPOINT_FORMAT_VERSION,
                 "step": self.spec.name,
                 "instruments": self.instruments,
                 "nets": {n: self.modules[n].state_dict() for n in self.spec.trained},
+                "averaged": {n: a.state_dict() for n, a in self.averaged.items()},
                 "model_config": to_dict(self.model_cfg),
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
@@ -694,6 +725,9 @@ class Trainer:
             )
         for name, weights in state["nets"].items():
             self.modules[name].load_state_dict(weights)
+        for name, weights in state.get("averaged", {}).items():
+            if name in self.averaged:  # else (ema_decay changed to 0) the average is dropped
+                self.averaged[name].load_state_dict(weights)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.state = Progress(**state["progress"])
