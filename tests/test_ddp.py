@@ -36,7 +36,8 @@ def test_two_process_gloo_run(tmp_path):
     result = subprocess.run(
         [str(TORCHRUN), "--nproc_per_node", "2", "-m", "train", "step1", "--shards", str(shards),
          "--out", str(out), "--params", str(params), "--device", "cpu", "--max-epochs", "2",
-         "--steps-per-epoch", "3", "--no-progress"],
+         "--steps-per-epoch", "3", "--ema-decay", "0.9", "--keep-checkpoint", "last",
+         "--no-progress"],
         capture_output=True, text=True, env=env, timeout=240, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     # rank 0 alone logs and writes
@@ -47,3 +48,7 @@ def test_two_process_gloo_run(tmp_path):
     assert metrics["epochs"] == 2 and metrics["stopped"] == "max_epochs"
     model = load_model(out / "best.pt")
     assert all(torch.isfinite(p).all() for p in model.parameters())
+    averaged = torch.load(out / "last.pt", weights_only=True)["averaged"]["transcriptor"]
+    assert averaged["n_averaged"] == 6  # one update per optimiser step, 2 epochs x 3 steps
+    for name, weights in model.state_dict().items():  # best.pt holds the average
+        assert torch.equal(weights, averaged[f"module.{name}"]), name
