@@ -152,9 +152,10 @@ def _separator_loss(ctx: StepContext, batch: dict[str, Tensor], S_hat: Tensor) -
     )
     if cfg.owned_remix_weight > 0:
         donors = L.remix_indices(X.shape[0], S_hat.shape[1], ctx.generator, X.device)  # [B, I]
-        fill = None if cfg.owned_remix_sources == "owned" else S_hat
-        if cfg.owned_remix_teacher:
-            fill = ctx.teacher("separator", X) * X[:, None]  # [B, I, F, T], mean teacher
+        fill = None  # [B, I, F, T]: the separated sources outside the owned bins
+        if cfg.owned_remix_sources != "owned":
+            teacher = cfg.owned_remix_teacher
+            fill = ctx.teacher("separator", X) * X[:, None] if teacher else S_hat
         owned = cfg.owned_remix_sources != "separated"
         X_syn, S_syn = L.owned_bin_remix(X, batch["A"], donors, fill, owned)  # [B,F,T], [B,I,F,T]
         l_own = L.owned_bin_remix_loss(_separate(ctx, X_syn), S_syn, X_syn, cfg.mixture_norm)
