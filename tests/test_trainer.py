@@ -270,6 +270,37 @@ def test_owned_remix_teacher_fills_the_remixes_from_the_averaged_separator(
     assert all(p.grad is not None for p in trainer.modules["separator"].parameters())
 
 
+def test_averaged_critic_scores_the_separation_with_the_averaged_transcriptor(
+    shards, runs, tmp_path
+):
+    loss = replace(loss_preset("step3"), averaged_critic=True)
+    with pytest.raises(TrainingError, match="ema_decay"):
+        _trainer("step3", shards, runs, tmp_path / "no-ema", loss=loss)
+    with pytest.raises(TrainingError, match="averaged_critic"):  # step 2 trains no transcriptor
+        _trainer("step2", shards, runs, tmp_path / "step2", ema_decay=0.9,
+                 loss=replace(loss_preset("step2"), averaged_critic=True))
+    trainer = _trainer("step3", shards, runs, tmp_path / "run", loss=loss, ema_decay=0.9)
+    raw, average = trainer.modules["transcriptor"], trainer.averaged["transcriptor"].module
+    with torch.no_grad():  # the trained transcriptor moves away from its average
+        for p in raw.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    batch = _one_batch(trainer)
+    plain = replace(loss, averaged_critic=False)
+
+    def separator_loss(ctx):
+        return trainer.spec.losses(ctx, batch)["separator"][0]
+
+    total = separator_loss(trainer.ctx)
+    by_raw = separator_loss(replace(trainer.ctx, loss_cfg=plain))
+    by_average = separator_loss(replace(
+        trainer.ctx, loss_cfg=plain, modules={**trainer.modules, "transcriptor": average}))
+    assert torch.allclose(total, by_average) and not torch.allclose(total, by_raw)
+    total.backward()
+    assert all(p.grad is None for p in average.parameters())
+    assert all(p.grad is None for p in raw.parameters())
+    assert all(p.grad is not None for p in trainer.modules["separator"].parameters())
+
+
 def test_step3_without_earlier_checkpoints_says_which_command_to_run(shards, tmp_path):
     result = CliRunner().invoke(cli, ["step3", "--shards", str(shards),
                                       "--out", str(tmp_path / "runs" / "step3")])

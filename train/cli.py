@@ -108,6 +108,13 @@ _ADVERSARIAL_OPTIONS = [
         type=float,
         help="Weight of the frozen step-1 transcriptor as a second critic in L_sep [0: off].",
     ),
+    click.option(
+        "--averaged-critic/--no-averaged-critic",
+        "averaged_critic",
+        default=None,
+        help="Score the separated sources with the weight-averaged transcriptor "
+        "(needs --ema-decay) [off].",
+    ),
 ]
 _LOSS_KEYS = (
     "alpha1",
@@ -128,6 +135,7 @@ _LOSS_KEYS = (
     "owned_remix_weight",
     "owned_remix_sources",
     "owned_remix_teacher",
+    "averaged_critic",
 )
 _TRAIN_KEYS = {
     "max_epochs": "max_epochs",

@@ -158,6 +158,10 @@ class LossConfig:
         owned_remix_teacher: take the separated sources that fill a remix from the
             weight-averaged separator (a mean teacher; needs ``TrainConfig.ema_decay`` > 0)
             instead of the separator being trained.
+        averaged_critic: score the separated sources in step 3's L_sep with the
+            weight-averaged transcriptor (a mean-teacher critic; needs ``TrainConfig.ema_decay``
+            > 0) instead of the transcriptor being trained, which swings from step to step
+            (reports/bench, finding 16). Its own losses (eq. 11) still train the raw one.
     """
 
     alpha1: float = 0.03
@@ -178,6 +182,7 @@ class LossConfig:
     owned_remix_weight: float = 0.0
     owned_remix_sources: str = "owned"
     owned_remix_teacher: bool = False
+    averaged_critic: bool = False
 
     def __post_init__(self) -> None:
         weights = ("alpha1", "beta1", "alpha2", "beta2", "alpha3", "beta3")

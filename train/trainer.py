@@ -111,9 +111,12 @@ class StepContext:
         with self.autocast():
             return self.averaged[name](x).float()
 
-    def critic(self, name: str, method: str, x: Tensor) -> Tensor:
-        """Run ``name`` as a critic: gradients reach ``x`` but not the critic's parameters."""
-        module = self.modules[name]
+    def critic(self, name: str, method: str, x: Tensor, averaged: bool = False) -> Tensor:
+        """Run ``name`` (its weight average if ``averaged``) as a critic: gradients reach ``x``
+        but not the critic's parameters."""
+        if averaged and name not in self.averaged:
+            raise TrainingError(f"no weight-averaged {name} to criticise with: set ema_decay > 0")
+        module = self.averaged[name].module if averaged else self.modules[name]
         with _frozen(module), self.autocast():
             return getattr(module, method)(x).float()
 
@@ -142,11 +145,14 @@ def _separator_loss(ctx: StepContext, batch: dict[str, Tensor], S_hat: Tensor) -
     """L_sep (eq. 8): each S_hat_i scored by the transcriptor as a critic, plus mixture terms
     (and by the frozen step-1 transcriptor too when ``anchor_weight`` > 0, and gamma L_own on
     an owned-bin remix when ``owned_remix_weight`` > 0)."""
-    z_each = ctx.critic("transcriptor", "logits_of_sources", S_hat)  # [B, I_src, I, 88, T]
+    cfg = ctx.loss_cfg
+    z_each = ctx.critic(  # [B, I_src, I, 88, T]
+        "transcriptor", "logits_of_sources", S_hat, averaged=cfg.averaged_critic
+    )
     z_anchor = None
     if ctx.loss_cfg.anchor_weight > 0:
         z_anchor = ctx.critic(ANCHOR, "logits_of_sources", S_hat)  # [B, I_src, I, 88, T]
-    cfg, X = ctx.loss_cfg, batch["X"]
+    X = batch["X"]
     total, terms = L.separation_loss(
         z_each, batch["Y"], X, S_hat, batch.get("A"), ctx.class_weights, cfg, logits_anchor=z_anchor
     )
@@ -540,6 +546,10 @@ class Trainer:
         if loss_cfg.owned_remix_teacher and "separator" not in self.averaged:
             raise TrainingError(
                 "owned_remix_teacher needs the weight-averaged separator: set ema_decay > 0"
+            )
+        if loss_cfg.averaged_critic and "transcriptor" not in self.averaged:
+            raise TrainingError(
+                "averaged_critic needs a weight-averaged transcriptor: step 3 with ema_decay > 0"
             )
         params = [p for name in spec.trained for p in self.modules[name].parameters()]
         self.optimizer = torch.optim.Adam(params, lr=train_cfg.lr)
