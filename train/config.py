@@ -162,6 +162,8 @@ class LossConfig:
             weight-averaged transcriptor (a mean-teacher critic; needs ``TrainConfig.ema_decay``
             > 0) instead of the transcriptor being trained, which swings from step to step
             (reports/bench, finding 16). Its own losses (eq. 11) still train the raw one.
+            Worse on the bench corpus (finding 17): the lagging critic runs away from the
+            separator.
     """
 
     alpha1: float = 0.03

@@ -150,7 +150,7 @@ def _separator_loss(ctx: StepContext, batch: dict[str, Tensor], S_hat: Tensor) -
         "transcriptor", "logits_of_sources", S_hat, averaged=cfg.averaged_critic
     )
     z_anchor = None
-    if ctx.loss_cfg.anchor_weight > 0:
+    if cfg.anchor_weight > 0:
         z_anchor = ctx.critic(ANCHOR, "logits_of_sources", S_hat)  # [B, I_src, I, 88, T]
     X = batch["X"]
     total, terms = L.separation_loss(
