@@ -34,6 +34,7 @@ from prep.shards import ShardSet  # noqa: E402
 from train import losses as L  # noqa: E402
 from train.config import LossConfig  # noqa: E402
 from train.data import WindowDataset, validation_windows  # noqa: E402
+from train.evaluate import parse_named_paths  # noqa: E402
 from train.model import Classifier, Separator, load_model  # noqa: E402
 
 
@@ -50,12 +51,11 @@ def main() -> None:
     args = parser.parse_args()
 
     classifier = load_model(args.classifier, expected_kind=Classifier.kind)
-    separators = {}
-    for item in args.separators:
-        name, sep, path = item.rpartition("=")
-        if not sep:
-            parser.error(f"{item!r}: expected NAME=PATH")
-        separators[name] = load_model(path, expected_kind=Separator.kind)
+    try:
+        named = parse_named_paths(args.separators)
+    except ValueError as exc:
+        parser.error(str(exc))
+    separators = {name: load_model(path, expected_kind=Separator.kind) for name, path in named.items()}
     shard_set = ShardSet(args.shards, args.split)
     class_weights = torch.as_tensor(ShardSet(args.shards, "train").class_weights, dtype=torch.float32)
     config = LossConfig(alpha2=args.alpha2, use_cmix=True, use_hmix=False)

@@ -43,6 +43,7 @@ from prep.shards import ShardSet  # noqa: E402
 from train import losses as L  # noqa: E402
 from train.config import LossConfig  # noqa: E402
 from train.data import WindowDataset, validation_windows  # noqa: E402
+from train.evaluate import parse_named_paths  # noqa: E402
 from train.model import Separator, Transcriptor, load_model  # noqa: E402
 
 
@@ -85,12 +86,11 @@ def main() -> None:
     class_weights = torch.as_tensor(ShardSet(args.shards, "train").class_weights, dtype=torch.float32)
     config = LossConfig(alpha2=args.alpha2, beta2=args.beta2, use_cmix=True, use_hmix=True)
     critic = load_model(args.transcriptor, expected_kind=Transcriptor.kind)
-    separators = {}
-    for item in args.separator:
-        name, sep, path = item.rpartition("=")  # the name may hold "=", a path rarely does
-        if not sep:
-            parser.error(f"--separator {item!r}: expected NAME=PATH")
-        separators[name] = load_model(path, expected_kind=Separator.kind)
+    try:
+        named = parse_named_paths(args.separator)
+    except ValueError as exc:
+        parser.error(str(exc))
+    separators = {name: load_model(path, expected_kind=Separator.kind) for name, path in named.items()}
 
     windows = validation_windows(shard_set, args.windows, args.seed)
     dataset = WindowDataset(shard_set, ("spec", "roll", "harmonic_mask", "stems"))

@@ -28,6 +28,7 @@ import torch  # noqa: E402
 from prep.features import stft  # noqa: E402
 from prep.shards import ShardSet  # noqa: E402
 from train.data import WindowDataset, validation_windows  # noqa: E402
+from train.evaluate import parse_named_paths  # noqa: E402
 from train.losses import owned_harmonic_bins  # noqa: E402
 from train.model import Separator, load_model  # noqa: E402
 
@@ -42,12 +43,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    separators = {}
-    for item in args.separators:
-        name, sep, path = item.rpartition("=")
-        if not sep:
-            parser.error(f"{item!r}: expected NAME=PATH")
-        separators[name] = load_model(path, expected_kind=Separator.kind)
+    try:
+        named = parse_named_paths(args.separators)
+    except ValueError as exc:
+        parser.error(str(exc))
+    separators = {name: load_model(path, expected_kind=Separator.kind) for name, path in named.items()}
     shard_set = ShardSet(args.shards, args.split)
     windows = validation_windows(shard_set, args.windows, args.seed)
     dataset = WindowDataset(shard_set, ("spec", "roll", "harmonic_mask", "stems"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ from train.evaluate import (
     evaluate,
     oracle_ratio_masks,
     paper_key,
+    parse_named_paths,
     segment_bounds,
     segment_si_sdr,
     silent_segments,
@@ -113,6 +115,14 @@ def test_paper_key() -> None:
     assert paper_key("step3-aml-seed2", table) == "step3-aml"
     assert paper_key("step3-aml/transcriptor", table) == "step3-aml"
     assert paper_key("step2x", table) is None
+
+
+def test_parse_named_paths_splits_at_the_first_equals_and_names_a_bad_value() -> None:
+    named = parse_named_paths(["a=runs/a/best.pt", "b/transcriptor=x=y.pt"])
+    assert named == {"a": Path("runs/a/best.pt"), "b/transcriptor": Path("x=y.pt")}
+    for bad in ("runs/a/best.pt", "=runs/a/best.pt", "a="):
+        with pytest.raises(ValueError, match=re.escape(repr(bad))):
+            parse_named_paths(["ok=p.pt", bad])
 
 
 # ------------------------------------------------------------------------------------------

@@ -395,15 +395,12 @@ def supervised_command(**options) -> None:
 
 def _parse_named_checkpoints(values: tuple[str, ...]) -> dict[str, Path]:
     """``NAME=PATH`` pairs of ``--checkpoint`` into a dict, refusing malformed ones."""
-    named: dict[str, Path] = {}
-    for value in values:
-        name, sep, path = value.partition("=")
-        if not sep or not name or not path:
-            raise click.BadParameter(
-                f"expected NAME=PATH, got {value!r}", param_hint="--checkpoint"
-            )
-        named[name] = Path(path)
-    return named
+    from train.evaluate import parse_named_paths
+
+    try:
+        return parse_named_paths(values)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--checkpoint") from exc
 
 
 @main.command("evaluate")

@@ -115,6 +115,24 @@ class EvaluationError(ValueError):
 # --------------------------------------------------------------------------------------------
 
 
+def parse_named_paths(values: Iterable[str]) -> dict[str, Path]:
+    """``NAME=PATH`` strings into ``{NAME: PATH}`` (split at the first ``=``).
+
+    >>> parse_named_paths(["mine=runs/step3/best.pt"])
+    {'mine': PosixPath('runs/step3/best.pt')}
+
+    Raises:
+        ValueError: naming the first value without a name, an ``=`` or a path.
+    """
+    named: dict[str, Path] = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"expected NAME=PATH, got {value!r}")
+        named[name] = Path(path)
+    return named
+
+
 def discover_checkpoints(runs: Path) -> dict[str, Path]:
     """Checkpoints in a runs folder: ``runs/<name>/best.pt`` as ``<name>`` and
     ``runs/<name>/transcriptor.pt`` (step-3 runs) as ``<name>/transcriptor``."""
