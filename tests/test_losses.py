@@ -265,6 +265,12 @@ def test_owned_bin_remix_takes_each_instruments_owned_bins_from_its_donor() -> N
     assert S_syn[0, :, :, 0].tolist() == [[1.0, 0.5, 0.5], [4.0, 0.5, 0.5]]
     assert torch.equal(X_syn, S_syn.sum(dim=1))
     assert not S_syn.requires_grad  # targets: the fill is detached
+    # Filled only where nobody owns: a guitar taken from clip 1 gets no fill in bin 2 (clip 1's
+    # piano owns it), one taken from clip 0 none in bin 0 (clip 0's piano owns it).
+    _, S_unowned = owned_bin_remix(X, A, donors, S_fill, fill_others_owned=False)
+    assert S_unowned[0, :, :, 0].tolist() == [[1.0, 0.5, 0.5], [4.0, 0.5, 0.0]]
+    assert S_unowned[1, :, :, 0].tolist() == [[0.0, 0.5, 6.0], [0.0, 0.5, 0.5]]
+    assert S_syn[1, :, :, 0].tolist() == [[0.5, 0.5, 6.0], [0.5, 0.5, 0.5]]
     # L_own: 0 for the right answer, the relative L1 error otherwise
     assert owned_bin_remix_loss(S_syn, S_syn, X_syn).item() == 0.0
     swapped = S_syn.flip(1)

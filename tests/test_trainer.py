@@ -175,7 +175,9 @@ def test_step3_anchor_is_a_frozen_copy_of_the_step1_transcriptor(shards, runs, t
             tmp_path / "s2", **kw)  # fmt: skip
 
 
-@pytest.mark.parametrize("sources", ["owned", "owned+separated", "separated"])
+@pytest.mark.parametrize(
+    "sources", ["owned", "owned+separated", "owned+separated-unowned", "separated"]
+)
 def test_owned_bin_remix_loss_trains_the_separator_on_a_second_pass(sources, shards, runs, tmp_path):
     loss = replace(loss_preset("step2"), owned_remix_weight=2.0, owned_remix_sources=sources)
     trainer = _trainer("step2", shards, runs, tmp_path / "run", loss=loss)

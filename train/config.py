@@ -103,7 +103,7 @@ class ModelConfig:
 
 MIXTURE_NORMS = ("none", "mixture")
 AML_FORMS = ("clamped", "flipped", "positives")
-OWNED_REMIX_SOURCES = ("owned", "owned+separated", "separated")
+OWNED_REMIX_SOURCES = ("owned", "owned+separated", "owned+separated-unowned", "separated")
 KEEP_CHECKPOINT = ("best", "last")
 
 
@@ -152,7 +152,9 @@ class LossConfig:
             known (``train.losses.owned_bin_remix``; reports/bench, finding 15).
         owned_remix_sources: what a remix source is made of: ``"owned"`` (the mixture in the
             instrument's owned bins, zero elsewhere), ``"owned+separated"`` (the same, and the
-            detached separated source outside them, so the remix looks like a whole mixture) or
+            detached separated source outside them, so the remix looks like a whole mixture),
+            ``"owned+separated-unowned"`` (the fill only in bins no instrument owns: in bins the
+            score gives to another instrument alone the source is 0, not its separated leak) or
             ``"separated"`` (the separated source everywhere: the ablation without weak labels,
             a pure remix-consistency term).
         owned_remix_teacher: take the separated sources that fill a remix from the

@@ -399,7 +399,12 @@ def owned_harmonic_bins(A: Tensor) -> Tensor:
 
 
 def owned_bin_remix(
-    X: Tensor, A: Tensor, idx: Tensor, S_fill: Tensor | None = None, owned: bool = True
+    X: Tensor,
+    A: Tensor,
+    idx: Tensor,
+    S_fill: Tensor | None = None,
+    owned: bool = True,
+    fill_others_owned: bool = True,
 ) -> tuple[Tensor, Tensor]:
     """Synthetic mixtures X' = sum_i S'_i from the owned bins of *different* clips.
 
@@ -415,6 +420,9 @@ def owned_bin_remix(
         S_fill: optional separated magnitudes [batch, I, F, T] for the bins outside U_i.
         owned: False takes no bin from the mixture (U_i empty, S'_i = S_fill[a_i, i]): the
             ablation that keeps only the remix consistency of the separated sources.
+        fill_others_owned: False fills only the bins *no* instrument owns: in U_j (j != i) the
+            score says S_i = 0, so a separated source's leak there (e.g. the piano output's
+            share of a bass-only bin) is not copied into the remix's targets.
 
     Returns:
         (X' [batch, F, T], S' [batch, I, F, T]).
@@ -430,7 +438,9 @@ def owned_bin_remix(
     U = owned_harmonic_bins(A).to(X.dtype) * owned  # [batch, I, F, T]
     sources = U * X[:, None]  # [batch, I, F, T]
     if S_fill is not None:
-        sources = sources + (1.0 - U) * S_fill.detach()
+        # U_i are disjoint: 1 - sum_j U_j is "nobody owns it", 1 - U_i "i does not own it"
+        fill_bins = 1.0 - (U if fill_others_owned else U.sum(dim=1, keepdim=True))
+        sources = sources + fill_bins * S_fill.detach()
     S_syn = _from_donors(sources, idx)  # [batch, I, F, T]
     return S_syn.sum(dim=1), S_syn
 

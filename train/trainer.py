@@ -163,7 +163,10 @@ def _separator_loss(ctx: StepContext, batch: dict[str, Tensor], S_hat: Tensor) -
             teacher = cfg.owned_remix_teacher
             fill = ctx.teacher("separator", X) * X[:, None] if teacher else S_hat
         owned = cfg.owned_remix_sources != "separated"
-        X_syn, S_syn = L.owned_bin_remix(X, batch["A"], donors, fill, owned)  # [B,F,T], [B,I,F,T]
+        others = cfg.owned_remix_sources != "owned+separated-unowned"
+        X_syn, S_syn = L.owned_bin_remix(  # [B, F, T], [B, I, F, T]
+            X, batch["A"], donors, fill, owned, fill_others_owned=others
+        )
         l_own = L.owned_bin_remix_loss(_separate(ctx, X_syn), S_syn, X_syn, cfg.mixture_norm)
         total = total + cfg.owned_remix_weight * l_own
         terms = {**terms, "owned": l_own.detach(), "total": total.detach()}
