@@ -1,0 +1,143 @@
+"""How much of each stem the owned-bin remix can see, and what its fills copy into the targets.
+
+The owned-bin remix (``train.losses.owned_bin_remix``; reports/bench, finding 15) takes its
+known sources from the bins U_i that only instrument i's harmonics reach. This prints, on the
+trainer's fixed validation windows:
+
+1. the **coverage** of U_i (share of stem i's magnitude, L1, inside U_i) and its **purity**
+   (sum U_i S_i / sum U_i X), per instrument, for U_i as the product defines it and for two
+   ways of widening it: harmonic masks dilated by ``d`` more bins in frequency, and *solo
+   frames* added whole (frames where the score has i alone, nobody else sounding in the
+   ``tail`` frames before, so that every bin of the frame, onsets and inharmonic energy too,
+   is i's);
+2. with ``NAME=PATH`` separators: the share of each separated source's *fill* (its magnitude
+   outside U_i, which ``owned+separated`` copies into the remix's targets) lying in bins
+   another instrument owns, beside the same share for the true stems. An excess over the
+   stems is leak the fill teaches back (``owned+separated-unowned`` leaves those bins out).
+
+Usage:
+    python benchmarks/owned_bins.py --shards data g20=runs-bench/step3-ema-gamma20/best.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]  # `train` shadowing
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from prep.features import stft  # noqa: E402
+from prep.shards import ShardSet  # noqa: E402
+from train.data import WindowDataset, validation_windows  # noqa: E402
+from train.evaluate import parse_named_paths  # noqa: E402
+from train.losses import owned_harmonic_bins  # noqa: E402
+from train.model import Separator, load_model  # noqa: E402
+
+# (frequency dilation in bins, solo-frame release tail in frames or None for no solo frames)
+VARIANTS = [(0, None), (1, None), (2, None), (0, 2), (0, 4), (1, 2)]
+
+
+def dilated(A: torch.Tensor, bins: int) -> torch.Tensor:
+    """A widened by ``bins`` more bins each side in frequency. A [B, I, F, T] bool."""
+    if bins == 0:
+        return A.bool()
+    B, n_inst, n_bins, T = A.shape
+    x = A.float().reshape(B * n_inst, 1, n_bins, T)
+    x = F.max_pool2d(x, (2 * bins + 1, 1), stride=1, padding=(bins, 0))
+    return x.reshape(B, n_inst, n_bins, T).bool()
+
+
+def solo_frames(Y: torch.Tensor, tail: int) -> torch.Tensor:
+    """[B, I, T] bool: the score has instrument i alone at t, and nobody else in the ``tail``
+    frames before (their release). Y [B, I, 88, T]."""
+    active = Y.amax(dim=2).float()  # [B, I, T]
+    if tail:
+        active = F.max_pool1d(F.pad(active, (tail, 0)), tail + 1, stride=1)  # [B, I, T]
+    active = active.bool()
+    return active & (active.sum(dim=1, keepdim=True) == 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("separators", nargs="*", metavar="NAME=PATH")
+    parser.add_argument("--shards", default="data")
+    parser.add_argument("--split", default="validation")
+    parser.add_argument("--windows", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    try:
+        named = parse_named_paths(args.separators)
+    except ValueError as exc:
+        parser.error(str(exc))
+    separators = {name: load_model(path, expected_kind=Separator.kind) for name, path in named.items()}
+    shard_set = ShardSet(args.shards, args.split)
+    instruments = list(shard_set.instruments)
+    n_inst = len(instruments)
+    windows = validation_windows(shard_set, args.windows, args.seed)
+    dataset = WindowDataset(shard_set, ("spec", "roll", "harmonic_mask", "stems"))
+
+    def zeros() -> torch.Tensor:
+        return torch.zeros(n_inst, dtype=torch.float64)
+
+    coverage = {v: {"stem_in_U": zeros(), "mix_in_U": zeros()} for v in VARIANTS}
+    stem_total = zeros()
+    fill_keys = ["stems", *separators]
+    fill = {k: {"others_owned": zeros(), "outside_own": zeros()} for k in fill_keys}
+    with torch.no_grad():
+        for start in range(0, len(windows), args.batch):
+            batch = dataset[windows[start : start + args.batch]]
+            X, A, Y = batch["X"], batch["A"], batch["Y"]  # [B, F, T], [B, I, F, T], [B, I, 88, T]
+            S = stft(batch["stems"], center=False).abs().double()  # [B, I, F, T]
+            stem_total += S.sum(dim=(0, 2, 3))
+            for bins, tail in VARIANTS:
+                U = owned_harmonic_bins(dilated(A, bins))  # [B, I, F, T]
+                if tail is not None:
+                    U = U | solo_frames(Y, tail)[:, :, None, :]
+                U = U.double()
+                coverage[(bins, tail)]["stem_in_U"] += (U * S).sum(dim=(0, 2, 3))
+                coverage[(bins, tail)]["mix_in_U"] += (U * X[:, None]).sum(dim=(0, 2, 3))
+            U = owned_harmonic_bins(A).double()  # [B, I, F, T]
+            others = U.sum(dim=1, keepdim=True) - U  # bins another instrument owns
+            estimates = {"stems": S}
+            for name, separator in separators.items():
+                estimates[name] = (separator(X) * X[:, None]).double()  # [B, I, F, T]
+            for name, S_i in estimates.items():
+                fill[name]["others_owned"] += (others * S_i).sum(dim=(0, 2, 3))
+                fill[name]["outside_own"] += ((1 - U) * S_i).sum(dim=(0, 2, 3))
+
+    print(f"# Owned bins on {args.shards} {args.split}, {len(windows)} windows (seed {args.seed})\n")
+    print("Coverage: share of each stem's magnitude (L1) inside U_i; purity: sum U_i S_i / "
+          "sum U_i X. `d`: harmonic masks widened by d bins; `solo, tail k`: solo frames added "
+          "whole.\n")
+    head = " | ".join(f"coverage {i}" for i in instruments)
+    print(f"| U_i | {head} | coverage all | " + " | ".join(f"purity {i}" for i in instruments)
+          + " | purity all |")
+    print("|---|" + "---|" * (2 * n_inst + 2))
+    for (bins, tail), sums in coverage.items():
+        label = f"d = {bins}" + ("" if tail is None else f", solo, tail {tail}")
+        cov = sums["stem_in_U"] / stem_total
+        pur = sums["stem_in_U"] / sums["mix_in_U"]
+        cells = [f"{v:.3f}" for v in cov.tolist()]
+        cells.append(f"{sums['stem_in_U'].sum() / stem_total.sum():.3f}")
+        cells += [f"{v:.3f}" for v in pur.tolist()]
+        cells.append(f"{sums['stem_in_U'].sum() / sums['mix_in_U'].sum():.3f}")
+        print(f"| {label} | " + " | ".join(cells) + " |")
+    if separators:
+        print("\nFill: share of each source's magnitude outside U_i that lies in bins another "
+              "instrument owns (U_j, j != i).\n")
+        print("| source | " + " | ".join(instruments) + " |")
+        print("|---|" + "---|" * n_inst)
+        for name, sums in fill.items():
+            share = sums["others_owned"] / sums["outside_own"]
+            print(f"| {name} | " + " | ".join(f"{v:.3f}" for v in share.tolist()) + " |")
+
+
+if __name__ == "__main__":
+    main()
