@@ -33,8 +33,8 @@ from prep.features import stft  # noqa: E402
 from prep.shards import ShardSet  # noqa: E402
 from train import losses as L  # noqa: E402
 from train.config import LossConfig  # noqa: E402
-from train.data import WindowDataset, validation_windows  # noqa: E402
-from train.evaluate import parse_named_paths  # noqa: E402
+from train.data import validation_batches  # noqa: E402
+from train.evaluate import load_named_models  # noqa: E402
 from train.model import Classifier, Separator, load_model  # noqa: E402
 
 
@@ -52,22 +52,19 @@ def main() -> None:
 
     classifier = load_model(args.classifier, expected_kind=Classifier.kind)
     try:
-        named = parse_named_paths(args.separators)
+        separators = load_named_models(args.separators, Separator.kind)
     except ValueError as exc:
         parser.error(str(exc))
-    separators = {name: load_model(path, expected_kind=Separator.kind) for name, path in named.items()}
     shard_set = ShardSet(args.shards, args.split)
     class_weights = torch.as_tensor(ShardSet(args.shards, "train").class_weights, dtype=torch.float32)
     config = LossConfig(alpha2=args.alpha2, use_cmix=True, use_hmix=False)
-    windows = validation_windows(shard_set, args.windows, args.seed)
-    dataset = WindowDataset(shard_set, ("spec", "activity", "stems"))
+    fields = ("spec", "activity", "stems")
     n_inst = len(shard_set.instruments)
     eye = torch.eye(n_inst)[None, :, :, None]  # [1, I_src, I, 1]
     sums: dict[str, dict[str, torch.Tensor | float]] = {}
     n_batches = 0
     with torch.no_grad():
-        for start in range(0, len(windows), args.batch):
-            batch = dataset[windows[start : start + args.batch]]
+        for batch in validation_batches(shard_set, fields, args.windows, args.seed, args.batch):
             X, active = batch["X"], batch["activity"].float()  # [B, F, T], [B, I, T]
             S = stft(batch["stems"], center=False).abs()  # [B, I, F, T]
             irm = S / S.sum(dim=1, keepdim=True).clamp_min(1e-8)
@@ -100,7 +97,7 @@ def main() -> None:
 
     instruments = list(shard_set.instruments)
     print(f"# The classifier baseline's objective on {args.shards} {args.split}, "
-          f"{len(windows)} windows (classifier {args.classifier}, alpha2 {args.alpha2})\n")
+          f"{args.windows} windows (classifier {args.classifier}, alpha2 {args.alpha2})\n")
     print("| separation | L_score | alpha2 L_c-mix | total | p(own, playing) | p(other) | "
           + " | ".join(f"SNR {i}" for i in instruments) + " | SNR avg |")
     print("|---|---|---|---|---|---|" + "---|" * (n_inst + 1))

@@ -42,8 +42,8 @@ from prep.features import stft  # noqa: E402
 from prep.shards import ShardSet  # noqa: E402
 from train import losses as L  # noqa: E402
 from train.config import LossConfig  # noqa: E402
-from train.data import WindowDataset, validation_windows  # noqa: E402
-from train.evaluate import parse_named_paths  # noqa: E402
+from train.data import validation_batches  # noqa: E402
+from train.evaluate import load_named_models  # noqa: E402
 from train.model import Separator, Transcriptor, load_model  # noqa: E402
 
 
@@ -87,13 +87,11 @@ def main() -> None:
     config = LossConfig(alpha2=args.alpha2, beta2=args.beta2, use_cmix=True, use_hmix=True)
     critic = load_model(args.transcriptor, expected_kind=Transcriptor.kind)
     try:
-        named = parse_named_paths(args.separator)
+        separators = load_named_models(args.separator, Separator.kind)
     except ValueError as exc:
         parser.error(str(exc))
-    separators = {name: load_model(path, expected_kind=Separator.kind) for name, path in named.items()}
 
-    windows = validation_windows(shard_set, args.windows, args.seed)
-    dataset = WindowDataset(shard_set, ("spec", "roll", "harmonic_mask", "stems"))
+    fields = ("spec", "roll", "harmonic_mask", "stems")
     n_inst = len(instruments)
     piano, guitar, bass = (instruments.index(n) for n in ("piano", "guitar", "bass"))
     leak_source, leak_output = (instruments.index(n) for n in args.leak.split(":"))
@@ -182,8 +180,7 @@ def main() -> None:
         return torch.exp(sigma * torch.randn(like.shape, generator=generator))
 
     with torch.no_grad():
-        for start in range(0, len(windows), args.batch):
-            batch = dataset[windows[start : start + args.batch]]
+        for batch in validation_batches(shard_set, fields, args.windows, args.seed, args.batch):
             X = batch["X"]  # [B, F, T]
             S = stft(batch["stems"], center=False).abs()  # [B, I, F, T]
             A = batch["A"].float()
@@ -209,7 +206,7 @@ def main() -> None:
             for name, S_hat in candidates.items():
                 add(name, batch, S_hat, S)
 
-    print(f"# L_sep on known separations: {args.shards} {args.split}, {len(windows)} windows, "
+    print(f"# L_sep on known separations: {args.shards} {args.split}, {args.windows} windows, "
           f"critic {args.transcriptor}, alpha2 {args.alpha2}, beta2 {args.beta2}\n")
     head = " | ".join(f"L_score {n}" for n in instruments)
     snr = " | ".join(f"SNR {n}" for n in instruments)

@@ -33,10 +33,10 @@ import torch.nn.functional as F  # noqa: E402
 
 from prep.features import stft  # noqa: E402
 from prep.shards import ShardSet  # noqa: E402
-from train.data import WindowDataset, validation_windows  # noqa: E402
-from train.evaluate import parse_named_paths  # noqa: E402
+from train.data import validation_batches  # noqa: E402
+from train.evaluate import load_named_models  # noqa: E402
 from train.losses import owned_harmonic_bins  # noqa: E402
-from train.model import Separator, load_model  # noqa: E402
+from train.model import Separator  # noqa: E402
 
 # (frequency dilation in bins, solo-frame release tail in frames or None for no solo frames)
 VARIANTS = [(0, None), (1, None), (2, None), (0, 2), (0, 4), (1, 2)]
@@ -73,15 +73,13 @@ def main() -> None:
     args = parser.parse_args()
 
     try:
-        named = parse_named_paths(args.separators)
+        separators = load_named_models(args.separators, Separator.kind)
     except ValueError as exc:
         parser.error(str(exc))
-    separators = {name: load_model(path, expected_kind=Separator.kind) for name, path in named.items()}
     shard_set = ShardSet(args.shards, args.split)
     instruments = list(shard_set.instruments)
     n_inst = len(instruments)
-    windows = validation_windows(shard_set, args.windows, args.seed)
-    dataset = WindowDataset(shard_set, ("spec", "roll", "harmonic_mask", "stems"))
+    fields = ("spec", "roll", "harmonic_mask", "stems")
 
     def zeros() -> torch.Tensor:
         return torch.zeros(n_inst, dtype=torch.float64)
@@ -91,8 +89,7 @@ def main() -> None:
     fill_keys = ["stems", *separators]
     fill = {k: {"others_owned": zeros(), "outside_own": zeros()} for k in fill_keys}
     with torch.no_grad():
-        for start in range(0, len(windows), args.batch):
-            batch = dataset[windows[start : start + args.batch]]
+        for batch in validation_batches(shard_set, fields, args.windows, args.seed, args.batch):
             X, A, Y = batch["X"], batch["A"], batch["Y"]  # [B, F, T], [B, I, F, T], [B, I, 88, T]
             S = stft(batch["stems"], center=False).abs().double()  # [B, I, F, T]
             stem_total += S.sum(dim=(0, 2, 3))
@@ -112,7 +109,7 @@ def main() -> None:
                 fill[name]["others_owned"] += (others * S_i).sum(dim=(0, 2, 3))
                 fill[name]["outside_own"] += ((1 - U) * S_i).sum(dim=(0, 2, 3))
 
-    print(f"# Owned bins on {args.shards} {args.split}, {len(windows)} windows (seed {args.seed})\n")
+    print(f"# Owned bins on {args.shards} {args.split}, {args.windows} windows (seed {args.seed})\n")
     print("Coverage: share of each stem's magnitude (L1) inside U_i; purity: sum U_i S_i / "
           "sum U_i X. `d`: harmonic masks widened by d bins; `solo, tail k`: solo frames added "
           "whole.\n")

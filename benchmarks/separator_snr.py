@@ -27,10 +27,10 @@ import torch  # noqa: E402
 
 from prep.features import stft  # noqa: E402
 from prep.shards import ShardSet  # noqa: E402
-from train.data import WindowDataset, validation_windows  # noqa: E402
-from train.evaluate import parse_named_paths  # noqa: E402
+from train.data import validation_batches  # noqa: E402
+from train.evaluate import load_named_models  # noqa: E402
 from train.losses import owned_harmonic_bins  # noqa: E402
-from train.model import Separator, load_model  # noqa: E402
+from train.model import Separator  # noqa: E402
 
 
 def main() -> None:
@@ -44,19 +44,16 @@ def main() -> None:
     args = parser.parse_args()
 
     try:
-        named = parse_named_paths(args.separators)
+        separators = load_named_models(args.separators, Separator.kind)
     except ValueError as exc:
         parser.error(str(exc))
-    separators = {name: load_model(path, expected_kind=Separator.kind) for name, path in named.items()}
     shard_set = ShardSet(args.shards, args.split)
-    windows = validation_windows(shard_set, args.windows, args.seed)
-    dataset = WindowDataset(shard_set, ("spec", "roll", "harmonic_mask", "stems"))
+    fields = ("spec", "roll", "harmonic_mask", "stems")
     n_inst = len(shard_set.instruments)
     sums = {name: [0.0, torch.zeros(n_inst), torch.zeros(n_inst)] for name in separators}
     owned_stem = owned_mix = stem_total = 0.0
     with torch.no_grad():
-        for start in range(0, len(windows), args.batch):
-            batch = dataset[windows[start : start + args.batch]]
+        for batch in validation_batches(shard_set, fields, args.windows, args.seed, args.batch):
             X = batch["X"]  # [B, F, T]
             S = stft(batch["stems"], center=False).abs()  # [B, I, F, T]
             U = owned_harmonic_bins(batch["A"]).float()  # [B, I, F, T]
@@ -71,7 +68,7 @@ def main() -> None:
                 sums[name][2] += (S - S_hat).square().sum(dim=(0, 2, 3))
 
     instruments = list(shard_set.instruments)
-    print(f"# Separators on {args.shards} {args.split}, {len(windows)} windows (seed {args.seed})\n")
+    print(f"# Separators on {args.shards} {args.split}, {args.windows} windows (seed {args.seed})\n")
     print(f"Owned harmonic bins: {owned_stem / stem_total:.1%} of the stems' magnitude (L1), "
           f"purity {owned_stem / owned_mix:.1%}.\n")
     print("| separator | rel. L1 | " + " | ".join(f"SNR {i}" for i in instruments) + " | SNR avg |")
@@ -79,7 +76,7 @@ def main() -> None:
     for name, (l1, signal, error) in sums.items():
         snr = 10 * torch.log10(signal / error.clamp_min(1e-12))
         cells = " | ".join(f"{v:.2f}" for v in snr.tolist())
-        print(f"| {name} | {l1 / len(windows):.3f} | {cells} | {snr.mean().item():.2f} |")
+        print(f"| {name} | {l1 / args.windows:.3f} | {cells} | {snr.mean().item():.2f} |")
 
 
 if __name__ == "__main__":

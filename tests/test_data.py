@@ -38,6 +38,7 @@ from train.data import (
     make_loader,
     track_frame_counts,
     training_windows,
+    validation_batches,
     validation_windows,
 )
 
@@ -202,3 +203,9 @@ def test_validation_windows_fixed_and_batched(shards):
     assert a == b and a != validation_windows(val, 10, seed=1)
     batches = list(FixedBatchSampler(a, 4))
     assert [len(x) for x in batches] == [4, 4, 2] and sum(batches, []) == a
+    # The diagnostics' reader: the same windows, read in the same batches.
+    dataset = WindowDataset(val, ("spec",))
+    read = list(validation_batches(val, ("spec",), 10, seed=0, batch_size=4))
+    assert [x["X"].shape[0] for x in read] == [4, 4, 2]
+    for got, windows in zip(read, batches, strict=True):
+        assert torch.equal(got["X"], dataset[windows]["X"])

@@ -27,6 +27,7 @@ from train.evaluate import (
     SeparationTally,
     discover_checkpoints,
     evaluate,
+    load_named_models,
     oracle_ratio_masks,
     paper_key,
     parse_named_paths,
@@ -123,6 +124,18 @@ def test_parse_named_paths_splits_at_the_first_equals_and_names_a_bad_value() ->
     for bad in ("runs/a/best.pt", "=runs/a/best.pt", "a="):
         with pytest.raises(ValueError, match=re.escape(repr(bad))):
             parse_named_paths(["ok=p.pt", bad])
+
+
+def test_load_named_models_loads_each_and_refuses_a_wrong_kind(tmp_path: Path) -> None:
+    save_checkpoint(tmp_path / "sep.pt", Separator(TINY), {"instruments": INSTRUMENTS})
+    save_checkpoint(tmp_path / "tr.pt", Transcriptor(TINY), {"instruments": INSTRUMENTS})
+    models = load_named_models([f"a={tmp_path / 'sep.pt'}"], Separator.kind)
+    assert list(models) == ["a"] and isinstance(models["a"], Separator)
+    assert not models["a"].training
+    with pytest.raises(ValueError, match="tr.pt"):
+        load_named_models([f"a={tmp_path / 'sep.pt'}", f"b={tmp_path / 'tr.pt'}"], Separator.kind)
+    with pytest.raises(ValueError, match="NAME=PATH"):
+        load_named_models(["sep.pt"], Separator.kind)
 
 
 # ------------------------------------------------------------------------------------------

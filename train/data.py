@@ -95,6 +95,22 @@ def validation_windows(shards, count: int, seed: int) -> list[Window]:
     return draw_windows(track_frame_counts(shards), count, _generator(_VALIDATION_TAG, seed))
 
 
+def validation_batches(
+    shards, fields: Sequence[str], count: int, seed: int, batch_size: int
+) -> Iterator[dict[str, torch.Tensor]]:
+    """The :func:`validation_windows` of ``shards`` read in batches of ``batch_size``, in order:
+    the fixed windows the trainer validates on, for diagnostics outside the trainer.
+
+    Example::
+
+        for batch in validation_batches(ShardSet("data", "validation"), ("spec",), 64, 0, 8):
+            X = batch["X"]  # [8, F, T]
+    """
+    dataset = WindowDataset(shards, fields)
+    for windows in FixedBatchSampler(validation_windows(shards, count, seed), batch_size):
+        yield dataset[windows]
+
+
 class WindowDataset(Dataset):
     """Map-style dataset: a list of :class:`Window` in, one batch dict out.
 

@@ -133,6 +133,20 @@ def parse_named_paths(values: Iterable[str]) -> dict[str, Path]:
     return named
 
 
+def load_named_models(
+    values: Iterable[str], expected_kind: str | None = None
+) -> dict[str, ScoreCriticModel]:
+    """``NAME=PATH`` strings into ``{NAME: model}`` (:func:`parse_named_paths`, then
+    :func:`train.model.load_model`, in eval mode on the CPU).
+
+    Raises:
+        ValueError: a malformed value (named), or a checkpoint that does not load or is not of
+            ``expected_kind`` (:class:`train.model.CheckpointError`, naming the file).
+    """
+    named = parse_named_paths(values)
+    return {name: load_model(path, expected_kind=expected_kind) for name, path in named.items()}
+
+
 def discover_checkpoints(runs: Path) -> dict[str, Path]:
     """Checkpoints in a runs folder: ``runs/<name>/best.pt`` as ``<name>`` and
     ``runs/<name>/transcriptor.pt`` (step-3 runs) as ``<name>/transcriptor``."""
