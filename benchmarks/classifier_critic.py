@@ -19,7 +19,6 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -34,27 +33,20 @@ from prep.shards import ShardSet  # noqa: E402
 from train import losses as L  # noqa: E402
 from train.config import LossConfig  # noqa: E402
 from train.data import validation_batches  # noqa: E402
-from train.evaluate import load_named_models  # noqa: E402
-from train.model import Classifier, Separator, load_model  # noqa: E402
+from train.model import Classifier, load_model  # noqa: E402
+
+sys.path.append(str(HERE))  # the shared options, once `train` is the package
+from validation_cli import load_separators, validation_parser  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("separators", nargs="*", metavar="NAME=PATH")
-    parser.add_argument("--shards", type=Path, default=Path("data"))
-    parser.add_argument("--split", default="validation")
+    parser = validation_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--classifier", type=Path, required=True)
-    parser.add_argument("--windows", type=int, default=64)
-    parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--alpha2", type=float, default=10.0, help="as params/bench.yaml")
-    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
     classifier = load_model(args.classifier, expected_kind=Classifier.kind)
-    try:
-        separators = load_named_models(args.separators, Separator.kind)
-    except ValueError as exc:
-        parser.error(str(exc))
+    separators = load_separators(parser, args.separators)
     shard_set = ShardSet(args.shards, args.split)
     class_weights = torch.as_tensor(ShardSet(args.shards, "train").class_weights, dtype=torch.float32)
     config = LossConfig(alpha2=args.alpha2, use_cmix=True, use_hmix=False)

@@ -27,7 +27,6 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -43,8 +42,10 @@ from prep.shards import ShardSet  # noqa: E402
 from train import losses as L  # noqa: E402
 from train.config import LossConfig  # noqa: E402
 from train.data import validation_batches  # noqa: E402
-from train.evaluate import load_named_models  # noqa: E402
-from train.model import Separator, Transcriptor, load_model  # noqa: E402
+from train.model import Transcriptor, load_model  # noqa: E402
+
+sys.path.append(str(HERE))  # the shared options, once `train` is the package
+from validation_cli import load_separators, validation_parser  # noqa: E402
 
 
 def leak(masks: torch.Tensor, source: int, target: int, share: float) -> torch.Tensor:
@@ -62,16 +63,10 @@ def magnitude_snr(signal: np.ndarray, error: np.ndarray) -> np.ndarray:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shards", type=Path, default=Path("data"))
-    parser.add_argument("--split", default="validation")
+    parser = validation_parser(__doc__.splitlines()[0], separator_option=True)
     parser.add_argument("--transcriptor", type=Path, required=True)
-    parser.add_argument("--separator", action="append", default=[], metavar="NAME=PATH")
-    parser.add_argument("--windows", type=int, default=64)
-    parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--alpha2", type=float, default=10.0)
     parser.add_argument("--beta2", type=float, default=1.0)
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--leak", default="piano:bass", metavar="SOURCE:OUTPUT",
         help="split the share of SOURCE's magnitude that OUTPUT keeps by time-frequency region",
@@ -86,10 +81,7 @@ def main() -> None:
     class_weights = torch.as_tensor(ShardSet(args.shards, "train").class_weights, dtype=torch.float32)
     config = LossConfig(alpha2=args.alpha2, beta2=args.beta2, use_cmix=True, use_hmix=True)
     critic = load_model(args.transcriptor, expected_kind=Transcriptor.kind)
-    try:
-        separators = load_named_models(args.separator, Separator.kind)
-    except ValueError as exc:
-        parser.error(str(exc))
+    separators = load_separators(parser, args.separators)
 
     fields = ("spec", "roll", "harmonic_mask", "stems")
     n_inst = len(instruments)

@@ -21,7 +21,6 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -34,9 +33,10 @@ import torch.nn.functional as F  # noqa: E402
 from prep.features import stft  # noqa: E402
 from prep.shards import ShardSet  # noqa: E402
 from train.data import validation_batches  # noqa: E402
-from train.evaluate import load_named_models  # noqa: E402
 from train.losses import owned_harmonic_bins  # noqa: E402
-from train.model import Separator  # noqa: E402
+
+sys.path.append(str(HERE))  # the shared options, once `train` is the package
+from validation_cli import load_separators, validation_parser  # noqa: E402
 
 # (frequency dilation in bins, solo-frame release tail in frames or None for no solo frames)
 VARIANTS = [(0, None), (1, None), (2, None), (0, 2), (0, 4), (1, 2)]
@@ -63,19 +63,9 @@ def solo_frames(Y: torch.Tensor, tail: int) -> torch.Tensor:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("separators", nargs="*", metavar="NAME=PATH")
-    parser.add_argument("--shards", default="data")
-    parser.add_argument("--split", default="validation")
-    parser.add_argument("--windows", type=int, default=64)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--seed", type=int, default=0)
+    parser = validation_parser(__doc__.split("\n\n")[0])
     args = parser.parse_args()
-
-    try:
-        separators = load_named_models(args.separators, Separator.kind)
-    except ValueError as exc:
-        parser.error(str(exc))
+    separators = load_separators(parser, args.separators)
     shard_set = ShardSet(args.shards, args.split)
     instruments = list(shard_set.instruments)
     n_inst = len(instruments)

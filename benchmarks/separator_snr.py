@@ -16,7 +16,6 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -28,25 +27,16 @@ import torch  # noqa: E402
 from prep.features import stft  # noqa: E402
 from prep.shards import ShardSet  # noqa: E402
 from train.data import validation_batches  # noqa: E402
-from train.evaluate import load_named_models  # noqa: E402
 from train.losses import owned_harmonic_bins  # noqa: E402
-from train.model import Separator  # noqa: E402
+
+sys.path.append(str(HERE))  # the shared options, once `train` is the package
+from validation_cli import load_separators, validation_parser  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("separators", nargs="*", metavar="NAME=PATH")
-    parser.add_argument("--shards", default="data")
-    parser.add_argument("--split", default="validation")
-    parser.add_argument("--windows", type=int, default=64)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--seed", type=int, default=0)
+    parser = validation_parser(__doc__.split("\n\n")[0])
     args = parser.parse_args()
-
-    try:
-        separators = load_named_models(args.separators, Separator.kind)
-    except ValueError as exc:
-        parser.error(str(exc))
+    separators = load_separators(parser, args.separators)
     shard_set = ShardSet(args.shards, args.split)
     fields = ("spec", "roll", "harmonic_mask", "stems")
     n_inst = len(shard_set.instruments)
