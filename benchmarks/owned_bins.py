@@ -6,7 +6,7 @@ trainer's fixed validation windows:
 
 1. the **coverage** of U_i (share of stem i's magnitude, L1, inside U_i) and its **purity**
    (sum U_i S_i / sum U_i X), per instrument, for U_i as the product defines it and for two
-   ways of widening it: harmonic masks dilated by ``d`` more bins in frequency, and *solo
+   ways of widening it: harmonic masks with ``d`` more bins of tolerance (recomputed from the rolls), and *solo
    frames* added whole (frames where the score has i alone, nobody else sounding in the
    ``tail`` frames before, so that every bin of the frame, onsets and inharmonic energy too,
    is i's);
@@ -27,10 +27,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]  # `train` shadowing
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from prep.features import stft  # noqa: E402
+from prep.features import DEFAULT_TOLERANCE_BINS, harmonic_mask, stft  # noqa: E402
 from prep.shards import ShardSet  # noqa: E402
 from train.data import validation_batches  # noqa: E402
 from train.losses import owned_harmonic_bins  # noqa: E402
@@ -42,14 +43,16 @@ from validation_cli import load_separators, validation_parser  # noqa: E402
 VARIANTS = [(0, None), (1, None), (2, None), (0, 2), (0, 4), (1, 2)]
 
 
-def dilated(A: torch.Tensor, bins: int) -> torch.Tensor:
-    """A widened by ``bins`` more bins each side in frequency. A [B, I, F, T] bool."""
+def widened(A: torch.Tensor, Y: torch.Tensor, bins: int) -> torch.Tensor:
+    """The shards' harmonic activity A, or with ``bins`` > 0 the same mask recomputed by
+    ``prep.features.harmonic_mask`` with ``bins`` more bins of tolerance each side.
+    A [B, I, F, T] bool, Y [B, I, 88, T] -> [B, I, F, T] bool."""
     if bins == 0:
         return A.bool()
-    B, n_inst, n_bins, T = A.shape
-    x = A.float().reshape(B * n_inst, 1, n_bins, T)
-    x = F.max_pool2d(x, (2 * bins + 1, 1), stride=1, padding=(bins, 0))
-    return x.reshape(B, n_inst, n_bins, T).bool()
+    rolls = Y.permute(0, 3, 1, 2).bool().numpy()  # [B, T, I, 88]
+    tolerance = DEFAULT_TOLERANCE_BINS + bins
+    masks = [harmonic_mask(roll, tolerance_bins=tolerance) for roll in rolls]  # [T, I, F] each
+    return torch.from_numpy(np.stack(masks)).permute(0, 2, 3, 1)  # [B, I, F, T]
 
 
 def solo_frames(Y: torch.Tensor, tail: int) -> torch.Tensor:
@@ -84,7 +87,7 @@ def main() -> None:
             S = stft(batch["stems"], center=False).abs().double()  # [B, I, F, T]
             stem_total += S.sum(dim=(0, 2, 3))
             for bins, tail in VARIANTS:
-                U = owned_harmonic_bins(dilated(A, bins))  # [B, I, F, T]
+                U = owned_harmonic_bins(widened(A, Y, bins))  # [B, I, F, T]
                 if tail is not None:
                     U = U | solo_frames(Y, tail)[:, :, None, :]
                 U = U.double()
