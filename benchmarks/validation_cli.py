@@ -1,6 +1,6 @@
 """The command line the validation-window diagnostics share (not a benchmark itself).
 
-``separator_snr.py``, ``owned_bins.py``, ``classifier_critic.py`` and
+``separator_snr.py``, ``owned_bins.py``, ``shared_bins.py``, ``classifier_critic.py`` and
 ``objective_diagnostics.py`` read the trainer's fixed validation windows
 (``train.data.validation_batches``) and score ``NAME=PATH`` separators on them; this gives
 them the same options, defaults and error for a malformed ``NAME=PATH``.
