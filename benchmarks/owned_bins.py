@@ -32,12 +32,11 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from prep.features import DEFAULT_TOLERANCE_BINS, harmonic_mask, stft  # noqa: E402
-from prep.shards import ShardSet  # noqa: E402
 from train.data import validation_batches  # noqa: E402
 from train.losses import owned_harmonic_bins  # noqa: E402
 
 sys.path.append(str(HERE))  # the shared options, once `train` is the package
-from validation_cli import load_separators, validation_parser  # noqa: E402
+from validation_cli import validation_command  # noqa: E402
 
 # (frequency dilation in bins, solo-frame release tail in frames or None for no solo frames)
 VARIANTS = [(0, None), (1, None), (2, None), (0, 2), (0, 4), (1, 2)]
@@ -66,10 +65,7 @@ def solo_frames(Y: torch.Tensor, tail: int) -> torch.Tensor:
 
 
 def main() -> None:
-    parser = validation_parser(__doc__.split("\n\n")[0])
-    args = parser.parse_args()
-    separators = load_separators(parser, args.separators)
-    shard_set = ShardSet(args.shards, args.split)
+    args, separators, shard_set = validation_command(__doc__)
     instruments = list(shard_set.instruments)
     n_inst = len(instruments)
     fields = ("spec", "roll", "harmonic_mask", "stems")

@@ -25,19 +25,15 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]  # `trai
 import torch  # noqa: E402
 
 from prep.features import stft  # noqa: E402
-from prep.shards import ShardSet  # noqa: E402
 from train.data import validation_batches  # noqa: E402
 from train.losses import owned_harmonic_bins  # noqa: E402
 
 sys.path.append(str(HERE))  # the shared options, once `train` is the package
-from validation_cli import load_separators, validation_parser  # noqa: E402
+from validation_cli import validation_command  # noqa: E402
 
 
 def main() -> None:
-    parser = validation_parser(__doc__.split("\n\n")[0])
-    args = parser.parse_args()
-    separators = load_separators(parser, args.separators)
-    shard_set = ShardSet(args.shards, args.split)
+    args, separators, shard_set = validation_command(__doc__)
     fields = ("spec", "roll", "harmonic_mask", "stems")
     n_inst = len(shard_set.instruments)
     sums = {name: [0.0, torch.zeros(n_inst), torch.zeros(n_inst)] for name in separators}

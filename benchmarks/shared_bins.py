@@ -29,12 +29,11 @@ import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
 from prep.features import stft  # noqa: E402
-from prep.shards import ShardSet  # noqa: E402
 from train.data import validation_batches  # noqa: E402
 from train.losses import owned_harmonic_bins  # noqa: E402
 
 sys.path.append(str(HERE))  # the shared options, once `train` is the package
-from validation_cli import load_separators, validation_parser  # noqa: E402
+from validation_cli import validation_command  # noqa: E402
 
 TIME_GAPS = (4, 16, 64)  # frames (32 ms each) a known value may be carried over
 FREQ_GAP = 6  # bins (7.8 Hz each)
@@ -73,10 +72,7 @@ def proportional_split(X: Tensor, A: Tensor, E: Tensor) -> Tensor:
 
 
 def main() -> None:
-    parser = validation_parser(__doc__.split("\n\n")[0])
-    args = parser.parse_args()
-    separators = load_separators(parser, args.separators)
-    shard_set = ShardSet(args.shards, args.split)
+    args, separators, shard_set = validation_command(__doc__)
     instruments = list(shard_set.instruments)
     fields = ("spec", "roll", "harmonic_mask", "stems")
     signal = torch.zeros(len(instruments))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from prep.shards import ShardSet
 from train.evaluate import load_named_models
 from train.model import ScoreCriticModel, Separator
 
@@ -38,3 +39,13 @@ def load_separators(parser: argparse.ArgumentParser, values: list[str]) -> dict[
         return load_named_models(values, Separator.kind)
     except ValueError as exc:
         parser.error(str(exc))
+
+
+def validation_command(
+    doc: str,
+) -> tuple[argparse.Namespace, dict[str, ScoreCriticModel], ShardSet]:
+    """The whole command line of a diagnostic without options of its own: parse it with the
+    first paragraph of ``doc`` as the description, load the separators, open the shards."""
+    parser = validation_parser(doc.split("\n\n")[0])
+    args = parser.parse_args()
+    return args, load_separators(parser, args.separators), ShardSet(args.shards, args.split)
