@@ -15,12 +15,14 @@ from train.losses import (
     classifier_loss,
     classifier_separation_loss,
     clip_mixture_loss,
+    colliding_shifts,
     harmonic_mixture_loss,
     instrument_loss,
     owned_bin_remix,
     owned_bin_remix_loss,
     owned_harmonic_bins,
     pitch_loss,
+    pitch_shift_bins,
     remix,
     remix_indices,
     score_loss,
@@ -287,6 +289,57 @@ def test_owned_bin_remix_takes_each_instruments_owned_bins_from_its_donor() -> N
         owned_bin_remix(X, A, donors, owned=False)
     with pytest.raises(ValueError, match="owned_remix_sources"):
         LossConfig(owned_remix_sources="noise")
+
+
+def test_pitch_shift_bins_scales_the_frequency_axis() -> None:
+    S = torch.zeros(1, 2, 100, 2)
+    S[0, :, [10, 20, 30], :] = 1.0  # a harmonic series on bin 10, in both sources
+    out = pitch_shift_bins(S, torch.tensor([[12.0, 0.0]]))
+    assert torch.equal(out[0, 1], S[0, 1])  # 0 semitones: unchanged
+    peaks = out[0, 0, :, 0]
+    assert [f for f in range(100) if peaks[f] == 1.0] == [20, 40, 60]  # an octave up: still harmonic
+    assert peaks[19].item() == pytest.approx(0.5) and peaks[25].item() == 0.0  # interpolated
+    down = pitch_shift_bins(S, torch.tensor([[-12.0, 7.0]]))[0, 0, :, 0]
+    assert down.nonzero().flatten().tolist() == [5, 10, 15]
+    assert torch.equal(pitch_shift_bins(S, torch.tensor([[24.0, 0.0]]))[0, 0, 90:], torch.zeros(10, 2))
+    with pytest.raises(ValueError, match="semitones"):
+        pitch_shift_bins(S, torch.zeros(2, 2))
+
+
+def test_colliding_shifts_land_owned_bins_on_the_other_sources() -> None:
+    U = torch.zeros(2, 3, 400, 8, dtype=torch.bool)
+    U[:, 0, [100, 200, 300]] = True  # piano: a series on bin 100
+    U[:, 2, [126, 252]] = True  # bass: 4 semitones above bin 100
+    U[0, 1, 300] = True  # guitar, remix 0: one bin, already shared
+    # remix 1's guitar owns nothing: it stays put
+    k = colliding_shifts(U, 6)
+    assert k[:, 0].tolist() == [0.0, 0.0]  # instrument 0 stays put
+    assert k[0, 1].item() == 0.0  # the shared bin 300 beats every shift
+    assert k[1, 1].item() == 0.0
+    assert k[:, 2].tolist() == [-4.0, -4.0]  # 126 -> 100, 252 -> 200
+    assert torch.equal(colliding_shifts(torch.zeros(1, 3, 50, 4), 3), torch.zeros(1, 3))
+    with pytest.raises(ValueError, match="max_semitones"):
+        colliding_shifts(U, 0)
+
+
+def test_owned_bin_remix_with_shifts_collides_known_sources() -> None:
+    X = torch.zeros(3, 400, 4)
+    A = torch.zeros(3, 2, 400, 4, dtype=torch.bool)
+    X[0, [100, 200, 300]] = 1.0
+    A[0, 0, [99, 100, 101, 199, 200, 201, 299, 300, 301]] = True  # clip 0: piano alone
+    X[1, [126, 252]] = 2.0
+    A[1, 1, [125, 126, 127, 251, 252, 253]] = True  # clip 1: guitar alone, 4 semitones higher
+    donors = torch.tensor([[0, 1], [1, 2], [2, 0]])
+    X_plain, S_plain = owned_bin_remix(X, A, donors)
+    X_syn, S_syn = owned_bin_remix(X, A, donors, max_shift_semitones=6)
+    assert torch.equal(X_syn, S_syn.sum(dim=1))
+    assert torch.equal(S_syn[0, 0], S_plain[0, 0])  # the first instrument stays put
+    # remix 0: the guitar moved down onto the piano's bins, where the split is known
+    assert S_plain[0, 1, 100].sum() == 0 and S_syn[0, 1, 100].sum() > 0
+    assert (S_syn[0, 0] * S_syn[0, 1]).sum() > 0 == (S_plain[0, 0] * S_plain[0, 1]).sum()
+    assert torch.equal(X_plain[1:], X_syn[1:])  # nothing to collide with: unshifted
+    with pytest.raises(ValueError, match="owned_remix_shift"):
+        LossConfig(owned_remix_shift=13)
 
 
 @pytest.mark.parametrize("batch", [3, 4, 8, 16])

@@ -176,10 +176,15 @@ def test_step3_anchor_is_a_frozen_copy_of_the_step1_transcriptor(shards, runs, t
 
 
 @pytest.mark.parametrize(
-    "sources", ["owned", "owned+separated", "owned+separated-unowned", "separated"]
+    ("sources", "shift"),
+    [("owned", 0), ("owned+separated", 0), ("owned+separated-unowned", 0), ("separated", 0),
+     ("owned+separated", 6)],
 )
-def test_owned_bin_remix_loss_trains_the_separator_on_a_second_pass(sources, shards, runs, tmp_path):
-    loss = replace(loss_preset("step2"), owned_remix_weight=2.0, owned_remix_sources=sources)
+def test_owned_bin_remix_loss_trains_the_separator_on_a_second_pass(
+    sources, shift, shards, runs, tmp_path
+):
+    loss = replace(loss_preset("step2"), owned_remix_weight=2.0, owned_remix_sources=sources,
+                   owned_remix_shift=shift)
     trainer = _trainer("step2", shards, runs, tmp_path / "run", loss=loss)
     batch = _one_batch(trainer)
     calls = []

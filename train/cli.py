@@ -73,6 +73,11 @@ _SEPARATION_OPTIONS = [
         help="What an owned-bin remix source is made of [owned].",
     ),
     click.option(
+        "--owned-remix-shift",
+        type=click.IntRange(0, 12),
+        help="Pitch-shift owned-bin remix sources by up to K semitones to collide [0: off].",
+    ),
+    click.option(
         "--owned-remix-teacher/--no-owned-remix-teacher",
         "owned_remix_teacher",
         default=None,
@@ -135,6 +140,7 @@ _LOSS_KEYS = (
     "owned_remix_weight",
     "owned_remix_sources",
     "owned_remix_teacher",
+    "owned_remix_shift",
     "averaged_critic",
 )
 _TRAIN_KEYS = {

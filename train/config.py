@@ -160,6 +160,9 @@ class LossConfig:
         owned_remix_teacher: take the separated sources that fill a remix from the
             weight-averaged separator (a mean teacher; needs ``TrainConfig.ema_decay`` > 0)
             instead of the separator being trained.
+        owned_remix_shift: K > 0 pitch-shifts each remix source by up to K semitones so that
+            its owned bins land on the other sources' (``train.losses.colliding_shifts``): a
+            known split of shared harmonic bins, which unshifted donors rarely give (0 = off).
         averaged_critic: score the separated sources in step 3's L_sep with the
             weight-averaged transcriptor (a mean-teacher critic; needs ``TrainConfig.ema_decay``
             > 0) instead of the transcriptor being trained, which swings from step to step
@@ -186,6 +189,7 @@ class LossConfig:
     owned_remix_weight: float = 0.0
     owned_remix_sources: str = "owned"
     owned_remix_teacher: bool = False
+    owned_remix_shift: int = 0
     averaged_critic: bool = False
 
     def __post_init__(self) -> None:
@@ -214,6 +218,11 @@ class LossConfig:
             )
         if not (math.isfinite(self.aml_bce_clamp) and self.aml_bce_clamp > 0):
             raise ConfigError(f"LossConfig.aml_bce_clamp must be > 0, got {self.aml_bce_clamp}")
+        if not (isinstance(self.owned_remix_shift, int) and 0 <= self.owned_remix_shift <= 12):
+            raise ConfigError(
+                f"LossConfig.owned_remix_shift must be a whole number of semitones in 0..12, "
+                f"got {self.owned_remix_shift!r}"
+            )
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,8 @@ __all__ = [
     "owned_harmonic_bins",
     "owned_bin_remix",
     "owned_bin_remix_loss",
+    "pitch_shift_bins",
+    "colliding_shifts",
     "adversarial_mixture_loss",
     "adversarial_transcription_loss",
     "transcription_loss_step3",
@@ -405,6 +407,7 @@ def owned_bin_remix(
     S_fill: Tensor | None = None,
     owned: bool = True,
     fill_others_owned: bool = True,
+    max_shift_semitones: int = 0,
 ) -> tuple[Tensor, Tensor]:
     """Synthetic mixtures X' = sum_i S'_i from the owned bins of *different* clips.
 
@@ -423,6 +426,10 @@ def owned_bin_remix(
         fill_others_owned: False fills only the bins *no* instrument owns: in U_j (j != i) the
             score says S_i = 0, so a separated source's leak there (e.g. the piano output's
             share of a bass-only bin) is not copied into the remix's targets.
+        max_shift_semitones: K > 0 pitch-shifts each remix source by up to K semitones, the
+            shift that lands its owned bins on the other sources' owned bins the most
+            (:func:`colliding_shifts`): donors from different clips rarely share a harmonic
+            bin, and only collisions of owned bins have a known split.
 
     Returns:
         (X' [batch, F, T], S' [batch, I, F, T]).
@@ -442,7 +449,75 @@ def owned_bin_remix(
         fill_bins = 1.0 - (U if fill_others_owned else U.sum(dim=1, keepdim=True))
         sources = sources + fill_bins * S_fill.detach()
     S_syn = _from_donors(sources, idx)  # [batch, I, F, T]
+    if max_shift_semitones > 0:
+        shifts = colliding_shifts(_from_donors(U, idx), max_shift_semitones)  # [batch, I]
+        S_syn = pitch_shift_bins(S_syn, shifts)  # [batch, I, F, T]
     return S_syn.sum(dim=1), S_syn
+
+
+def pitch_shift_bins(S: Tensor, semitones: Tensor) -> Tensor:
+    """Shift magnitude spectrograms in pitch by scaling the frequency axis: out[f] = S[f / r],
+    r = 2^(k / 12), linearly interpolated; a harmonic series stays harmonic.
+
+    Args:
+        S: magnitudes [batch, I, F, T].
+        semitones: k per spectrogram [batch, I] (any real number; 0 leaves S as it is).
+
+    Returns:
+        [batch, I, F, T]; bins whose source frequency lies above the top bin are 0.
+    """
+    if semitones.shape != S.shape[:2]:
+        raise ValueError(
+            f"pitch_shift_bins: semitones {tuple(semitones.shape)} must be S's [batch, I] "
+            f"{tuple(S.shape[:2])}"
+        )
+    n_bins = S.shape[2]
+    ratio = torch.pow(2.0, semitones.to(S.device, torch.float32) / 12.0)  # [batch, I]
+    bins = torch.arange(n_bins, device=S.device, dtype=torch.float32)  # [F]
+    source = bins / ratio[..., None]  # [batch, I, F]: where out[f] reads from
+    below = source.floor().clamp_max(n_bins - 1)  # [batch, I, F]
+    frac = (source - below).to(S.dtype)[..., None]  # [batch, I, F, 1]
+    inside = (source <= n_bins - 1).to(S.dtype)[..., None]  # [batch, I, F, 1]
+    lo = below.long()[..., None].expand(-1, -1, -1, S.shape[3])  # [batch, I, F, T]
+    hi = (lo + 1).clamp_max(n_bins - 1)
+    return inside * ((1 - frac) * S.gather(2, lo) + frac * S.gather(2, hi))
+
+
+def colliding_shifts(U: Tensor, max_semitones: int) -> Tensor:
+    """Integer pitch shifts k_i in [-K, K] that make the sources of each remix collide.
+
+    Instrument 0 stays put; instrument i takes the shift whose owned bins overlap those of
+    instruments 0..i-1 (already shifted) the most, the smallest |k| among ties (0 when nothing
+    overlaps). Greedy, so the cost is I (2K + 1) shifted masks per remix, on every 4th frame.
+
+    Args:
+        U: the remix sources' owned bins [batch, I, F, T] (bool or float).
+        max_semitones: K >= 1.
+
+    Returns:
+        k [batch, I] (float, integer-valued).
+    """
+    if max_semitones < 1:
+        raise ValueError(f"colliding_shifts: max_semitones must be >= 1, got {max_semitones}")
+    batch, n_inst = U.shape[:2]
+    U = U.float()
+    # every 4th frame: the overlap only ranks the shifts, at a quarter of the cost
+    U = U[..., ::4]  # [batch, I, F, T/4]
+    candidates = torch.arange(-max_semitones, max_semitones + 1, device=U.device)  # [2K+1]
+    n_cand = candidates.numel()
+    shifts = torch.zeros(batch, n_inst, device=U.device)
+    placed = U[:, 0]  # [batch, F, T/4]: the owned bins of the sources placed so far
+    for i in range(1, n_inst):
+        tried = pitch_shift_bins(  # [batch, 2K+1, F, T/4]
+            U[:, i : i + 1].expand(-1, n_cand, -1, -1),
+            candidates.float()[None].expand(batch, -1),
+        )
+        overlap = (tried * placed[:, None]).sum(dim=(2, 3))  # [batch, 2K+1]
+        # ties go to the smallest |k|: a penalty far below one bin-frame of overlap
+        best = (overlap - 1e-3 * candidates.abs()).argmax(dim=1)  # [batch]
+        shifts[:, i] = candidates[best].float()
+        placed = placed + tried[torch.arange(batch), best]
+    return shifts
 
 
 def owned_bin_remix_loss(

@@ -165,7 +165,8 @@ def _separator_loss(ctx: StepContext, batch: dict[str, Tensor], S_hat: Tensor) -
         owned = cfg.owned_remix_sources != "separated"
         others = cfg.owned_remix_sources != "owned+separated-unowned"
         X_syn, S_syn = L.owned_bin_remix(  # [B, F, T], [B, I, F, T]
-            X, batch["A"], donors, fill, owned, fill_others_owned=others
+            X, batch["A"], donors, fill, owned, fill_others_owned=others,
+            max_shift_semitones=cfg.owned_remix_shift,
         )
         l_own = L.owned_bin_remix_loss(_separate(ctx, X_syn), S_syn, X_syn, cfg.mixture_norm)
         total = total + cfg.owned_remix_weight * l_own
