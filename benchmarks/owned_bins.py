@@ -43,7 +43,7 @@ from validation_cli import validation_command  # noqa: E402
 
 # (frequency dilation in bins, solo-frame release tail in frames or None for no solo frames)
 VARIANTS = [(0, None), (1, None), (2, None), (0, 2), (0, 4), (1, 2)]
-SHIFTS = (0, 3, 6, 12)  # owned_remix_shift K of the collision table
+SHIFTS = (0, 1, 2, 3, 6, 12)  # owned_remix_shift K of the collision table
 
 
 def collided(S_syn: torch.Tensor) -> tuple[float, float]:
