@@ -92,6 +92,14 @@ def _trainer(step, shards, runs, out, loss=None, **cfg) -> Trainer:
                    init=init, progress=False)
 
 
+def test_a_fresh_run_refuses_a_folder_that_holds_a_training_state(shards, runs):
+    last = runs / "step2" / "last.pt"
+    before = last.read_bytes()
+    with pytest.raises(TrainingError, match=r"last\.pt: this folder holds a training state"):
+        _trainer("step2", shards, runs, runs / "step2")
+    assert last.read_bytes() == before
+
+
 def _one_batch(trainer: Trainer) -> dict:
     trainer.sampler.set_epoch(0)
     return to_device(next(iter(trainer.train_loader)), trainer.env.device)

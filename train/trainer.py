@@ -590,6 +590,12 @@ class Trainer:
             0,
             pin,
         )
+        if not resume and (self.out / "last.pt").is_file():
+            # a fresh run here would overwrite that state at its first epoch
+            raise TrainingError(
+                f"{self.out / 'last.pt'}: this folder holds a training state; pass --resume to "
+                f"continue it, or give another --out (or remove the folder) to start over"
+            )
         self.out.mkdir(parents=True, exist_ok=True)
         if resume:
             self._load_last()
