@@ -505,6 +505,12 @@ class Trainer:
         env: Dist | None = None,
     ) -> None:
         self.spec, self.cfg, self.loss_cfg, self.out = spec, train_cfg, loss_cfg, Path(out)
+        if not resume and (self.out / "last.pt").is_file():
+            # checked before any set-up: a fresh run would overwrite it at its first epoch
+            raise TrainingError(
+                f"{self.out / 'last.pt'}: this folder holds a training state; pass --resume to "
+                f"continue it, or give another --out (or remove the folder) to start over"
+            )
         self.env = env or setup_distributed(train_cfg.device)
         self.threads = configure_cpu_threads(self.env.device, train_cfg.num_workers)
         self.progress_bar = progress and self.env.main
@@ -590,12 +596,6 @@ class Trainer:
             0,
             pin,
         )
-        if not resume and (self.out / "last.pt").is_file():
-            # a fresh run here would overwrite that state at its first epoch
-            raise TrainingError(
-                f"{self.out / 'last.pt'}: this folder holds a training state; pass --resume to "
-                f"continue it, or give another --out (or remove the folder) to start over"
-            )
         self.out.mkdir(parents=True, exist_ok=True)
         if resume:
             self._load_last()
