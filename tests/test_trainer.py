@@ -264,6 +264,29 @@ def test_ema_decay_validates_and_saves_the_moving_average_of_the_weights(shards,
         _train_cfg(ema_decay=1.0)
 
 
+@pytest.mark.parametrize(("step", "scale"), [("step3", 0.1), ("step3", 1.0), ("step1", 0.1)])
+def test_critic_lr_scale_slows_the_transcriptor_trained_beside_a_separator(
+    step, scale, shards, runs, tmp_path
+):
+    trainer = _trainer(step, shards, runs, tmp_path / "run", steps_per_epoch=1,
+                       critic_lr_scale=scale)
+    before = {name: [p.detach().clone() for p in net.parameters()]
+              for name, net in trainer.modules.items()}
+    trainer.train_epoch(0)
+
+    def largest_move(name: str) -> float:
+        after = trainer.modules[name].parameters()
+        return max((a - b).abs().max().item() for a, b in zip(after, before[name], strict=True))
+
+    # Adam's first step moves each weight by lr * g / (|g| + eps): at most lr, about lr if |g| >> eps.
+    lr = trainer.cfg.lr
+    expected = {"separator": lr, "transcriptor": lr * (scale if step == "step3" else 1.0)}
+    for name in SPECS[step].trained:
+        assert expected[name] * 0.9 < largest_move(name) < expected[name] * 1.01, name  # float32 ulps
+    with pytest.raises(ValueError, match="critic_lr_scale"):
+        _train_cfg(critic_lr_scale=0.0)
+
+
 def test_owned_remix_teacher_fills_the_remixes_from_the_averaged_separator(
     shards, runs, tmp_path
 ):

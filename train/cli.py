@@ -154,6 +154,7 @@ _TRAIN_KEYS = {
     "val_windows": "val_windows",
     "keep_checkpoint": "keep_checkpoint",
     "ema_decay": "ema_decay",
+    "critic_lr_scale": "critic_lr_scale",
 }
 
 
@@ -202,6 +203,11 @@ def _common_training_options(function):
             type=float,
             help="Validate and save an exponential moving average of the weights with this "
             "decay per step (0.995: about 200 steps) [0: off].",
+        ),
+        click.option(
+            "--critic-lr-scale",
+            type=float,
+            help="Step 3: the transcriptor's learning rate as a fraction of --lr [1].",
         ),
         click.option("--resume", is_flag=True, help="Continue from <out>/last.pt."),
         click.option("--progress/--no-progress", default=True, help="tqdm progress bar."),

@@ -257,6 +257,11 @@ class TrainConfig:
             measures the averaged networks and the checkpoints hold them: a stem-free way to
             damp the epoch-to-epoch wander of step 3's separator (reports/bench, finding 16).
             0.995 averages over about 200 steps.
+        critic_lr_scale: the learning rate of a transcriptor trained beside a separator (step 3)
+            as a fraction of ``lr`` (not in the paper; 1 = the same). A slower critic swings less
+            from epoch to epoch; step 3's co-trained critic stops recognising a clean guitar
+            after ~5 epochs (reports/bench, findings 12 and 25). Steps that train one network
+            ignore it.
     """
 
     batch_size: int = 8
@@ -276,8 +281,13 @@ class TrainConfig:
     log_every: int = 20
     keep_checkpoint: str = "best"
     ema_decay: float = 0.0
+    critic_lr_scale: float = 1.0
 
     def __post_init__(self) -> None:
+        if not (math.isfinite(self.critic_lr_scale) and self.critic_lr_scale > 0):
+            raise ConfigError(
+                f"TrainConfig.critic_lr_scale must be a finite number > 0, got {self.critic_lr_scale}"
+            )
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"TrainConfig.ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.keep_checkpoint not in KEEP_CHECKPOINT:

@@ -561,8 +561,13 @@ class Trainer:
             raise TrainingError(
                 "averaged_critic needs a weight-averaged transcriptor: step 3 with ema_decay > 0"
             )
-        params = [p for name in spec.trained for p in self.modules[name].parameters()]
-        self.optimizer = torch.optim.Adam(params, lr=train_cfg.lr)
+        self.optimizer = torch.optim.Adam(
+            [
+                {"params": list(self.modules[name].parameters()), "lr": self._lr(name)}
+                for name in spec.trained
+            ],
+            lr=train_cfg.lr,
+        )
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizer, factor=train_cfg.lr_decay_factor, patience=train_cfg.lr_patience
         )
@@ -611,6 +616,12 @@ class Trainer:
                 report=None,
             )
             self._write_config()
+
+    def _lr(self, name: str) -> float:
+        """The learning rate of trained net ``name``: a critic trained beside a separator runs
+        at ``critic_lr_scale`` of it."""
+        critic = name == "transcriptor" and "separator" in self.spec.trained
+        return self.cfg.lr * (self.cfg.critic_lr_scale if critic else 1.0)
 
     # -- one step, one epoch -----------------------------------------------------------------
 
