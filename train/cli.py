@@ -207,7 +207,7 @@ def _common_training_options(function):
         click.option(
             "--critic-lr-scale",
             type=float,
-            help="Step 3: the transcriptor's learning rate as a fraction of --lr [1].",
+            help="Step 3: the transcriptor's learning rate as a multiple of --lr [1].",
         ),
         click.option("--resume", is_flag=True, help="Continue from <out>/last.pt."),
         click.option("--progress/--no-progress", default=True, help="tqdm progress bar."),

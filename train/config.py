@@ -258,10 +258,10 @@ class TrainConfig:
             damp the epoch-to-epoch wander of step 3's separator (reports/bench, finding 16).
             0.995 averages over about 200 steps.
         critic_lr_scale: the learning rate of a transcriptor trained beside a separator (step 3)
-            as a fraction of ``lr`` (not in the paper; 1 = the same). A slower critic swings less
-            from epoch to epoch; step 3's co-trained critic stops recognising a clean guitar
-            after ~5 epochs (reports/bench, findings 12 and 25). Steps that train one network
-            ignore it.
+            as a multiple of ``lr`` (not in the paper; 1 = the same). On the bench corpus 2
+            leads 1 from epoch 4 on and holds the guitar, 0.3 trails (reports/bench, finding
+            25): a critic that keeps up with the separator teaches it more. Steps that train one
+            network ignore it.
     """
 
     batch_size: int = 8
