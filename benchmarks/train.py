@@ -1,13 +1,18 @@
 """Training throughput: 4-s windows per second and data-wait share of every training system.
 
-Runs ``train.trainer.run`` for step1, step2, step3 (+AML +ATL), baseline and supervised with the
-``tiny`` preset (TCN 3 x 8 blocks, B=64, H=128, batch 8) on a shard set: ``--shards`` (e.g. the
-rendered demo corpus's shards) or, by default, a synthetic one (harmonic sinusoid notes, see
-tests/test_data.py). The first epoch is a warm-up; the figures are those of the second
-(``--steps`` optimiser steps). Data wait = time blocked in ``next(loader)`` / step time.
+Runs ``train.trainer.run`` for step1, step2, step3 (+AML +ATL), baseline and supervised with a
+model preset (``--preset tiny``: TCN 3 x 8 blocks, B=64, H=128, batch 8; ``paper``: B=256,
+H=512, batch 16) on a shard set: ``--shards`` (e.g. the rendered demo corpus's shards) or a
+synthetic one (harmonic sinusoid notes, see tests/test_data.py), temporary or kept in
+``--synthetic DIR`` (written there once, reused by later runs). The first epoch is a warm-up;
+the figures are those of the second (``--steps`` optimiser steps). Data wait = time blocked in
+``next(loader)`` / step time. On CUDA each row also gives the peak GPU memory, and
+``--fp32`` trains without bf16 autocast.
 
     .venv/bin/python benchmarks/train.py [--shards data/] [--steps 20] [--workers 1]
         [--device cpu] [--compare-threads 2] [--ddp] [--json runs/bench/train.json]
+    python3 benchmarks/train.py --preset paper --device cuda --workers 6 --steps 100 \
+        --synthetic /tmp/syn --train-tracks 32 --seconds 30 --no-dvclive [--fp32]
 
 ``--compare-threads N`` reruns every system with N torch threads forced in every process (what
 torch does by default, one per core), to show the oversubscription the trainer now avoids
@@ -26,6 +31,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 # Run as a script, this file's folder comes first on sys.path and its name shadows the `train`
@@ -45,45 +51,83 @@ SYSTEMS = [  # (run name, trainer step, loss preset, extra LossConfig settings)
 ]
 
 
-def synthetic_shards(root: Path) -> Path:
-    """4 training tracks x 20 s and 2 validation tracks, with stems."""
+def synthetic_shards(root: Path, n_train: int = 4, seconds: float = 20.0) -> Path:
+    """``n_train`` training tracks x ``seconds`` and 2 validation tracks, with stems, made on
+    every core (tests/test_data.py's tracks and features); a set under ``root`` whose manifest
+    exists (written last) is reused."""
+    if (root / "manifest.json").is_file():
+        return root
     sys.path.insert(0, str(ROOT / "tests"))
-    from test_data import write_synthetic_shards
+    from joblib import Parallel, delayed
+    from test_data import INSTRUMENTS, synthetic_track_arrays
 
-    return write_synthetic_shards(root, n_train=4, n_val=2, seconds=20.0)
+    from prep.features import FeatureParams
+    from prep.shards import ShardWriter, manifest_from_shards, write_manifest
+
+    def track(split_index: int, k: int, track_id: str):
+        rng = np.random.default_rng([split_index, k])
+        return synthetic_track_arrays(rng, seconds, track_id)
+
+    for split_index, (split, count) in enumerate((("train", n_train), ("validation", 2))):
+        tracks = Parallel(n_jobs=min(count, os.cpu_count() or 1))(
+            delayed(track)(split_index, k, f"Track{split[0]}{k:03d}") for k in range(count))
+        with ShardWriter(root / split / f"{split}-00000.h5", split=split,
+                         instruments=list(INSTRUMENTS), feature_params=FeatureParams(),
+                         source={"source_corpus": "synthetic-bench", "split_scheme": "test"}
+                         ) as writer:
+            for arrays in tracks:
+                writer.add_track(arrays)
+    write_manifest(root, manifest_from_shards(root))
+    return root
 
 
 def measure(shards: Path, runs: Path, steps: int, workers: int, device: str,
             batch_size: int, threads: int | None = None,
-            systems: tuple[str, ...] | None = None) -> list[dict]:
+            systems: tuple[str, ...] | None = None, preset: str = "tiny",
+            bf16: bool = True, dvclive: bool = True) -> list[dict]:
     """Train every system for 2 epochs of ``steps`` steps; report the second epoch.
 
     ``threads``: force torch's intra-op threads (None: the trainer's own choice,
     ``train.trainer.configure_cpu_threads``); the systems run in this order so that step 2 and
-    step 3 find the checkpoints of the earlier steps.
+    step 3 find the checkpoints of the earlier steps (a system left out of ``systems`` still
+    runs, untimed, when a later one needs its checkpoint). ``bf16``: autocast on CUDA.
     """
     train_cfg = replace(train_preset("tiny"), steps_per_epoch=steps, max_epochs=2,
                         num_workers=workers, device=device, val_windows=8,
-                        batch_size=batch_size)
-    model_cfg = model_preset("tiny")
+                        batch_size=batch_size, bf16=bf16)
+    model_cfg = model_preset(preset)
+    cuda = torch.cuda.is_available() and device != "cpu"
     rows = []
-    for name, step, preset, extra in SYSTEMS:
-        if systems is not None and name not in systems:
+    needed = set(systems or [name for name, *_ in SYSTEMS])
+    if needed & {"step2", "step3"}:
+        needed.add("step1")
+    if "step3" in needed:
+        needed.add("step2")
+    for name, step, loss_name, extra in SYSTEMS:
+        if name not in needed:
             continue
-        loss_cfg = replace(loss_preset(preset), **extra)
+        loss_cfg = replace(loss_preset(loss_name), **extra)
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
         start, cpu = time.perf_counter(), time.process_time()
         if threads is not None:
             # what torch did before the trainer chose: the same count in every process
             os.environ["OMP_NUM_THREADS"] = str(threads)
             torch.set_num_threads(threads)
-        metrics = run(step, shards, train_cfg, model_cfg, loss_cfg, runs / name, progress=False)
+        metrics = run(step, shards, train_cfg, model_cfg, loss_cfg, runs / name,
+                      progress=False, dvclive=dvclive)
         os.environ.pop("OMP_NUM_THREADS", None)
+        if systems is not None and name not in systems:
+            continue
         epoch = metrics["history"][-1]
+        objective = "transcriptor" if name == "step1" else "separator"
         rows.append({"system": name, "windows_per_s": epoch["windows_per_s"],
                      "data_wait_fraction": epoch["data_wait_fraction"],
                      "threads": torch.get_num_threads(),
                      "wall_s": time.perf_counter() - start,
-                     "cpu_s": time.process_time() - cpu})
+                     "cpu_s": time.process_time() - cpu,
+                     "train_loss": epoch.get(f"train/{objective}/total"),
+                     "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None})
     return rows
 
 
@@ -113,46 +157,72 @@ def measure_ddp(shards: Path, runs: Path, steps: int, batch_size: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--shards", type=Path, default=None, help="shard root (default: synthetic)")
+    parser.add_argument("--synthetic", type=Path, default=None,
+                        help="keep the synthetic shard set here (written once, then reused)")
+    parser.add_argument("--train-tracks", type=int, default=4, help="synthetic training tracks")
+    parser.add_argument("--seconds", type=float, default=20.0, help="synthetic track length")
+    parser.add_argument("--preset", choices=("tiny", "paper"), default="tiny",
+                        help="model preset; also the default batch size (8 / 16)")
+    parser.add_argument("--systems", default=",".join(name for name, *_ in SYSTEMS),
+                        help="comma-separated systems to time")
     parser.add_argument("--steps", type=int, default=20, help="optimiser steps per epoch")
     parser.add_argument("--workers", type=int, default=1, help="DataLoader workers")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--no-dvclive", action="store_true",
+                        help="train without dvclive logging (for images without dvclive)")
+    parser.add_argument("--fp32", action="store_true",
+                        help="train without bf16 autocast (CUDA; on CPU there is none)")
     parser.add_argument("--compare-threads", type=int, default=None,
                         help="also run every system with this many torch threads forced "
                              "(e.g. nproc, torch's default before the trainer chose)")
     parser.add_argument("--ddp", action="store_true", help="also time 2-process DDP step1")
     parser.add_argument("--json", type=Path, default=Path("runs/bench/train.json"))
     args = parser.parse_args()
+    batch_size = args.batch_size or train_preset(args.preset).batch_size
+    systems = tuple(args.systems.split(","))
+    unknown = set(systems) - {name for name, *_ in SYSTEMS}
+    if unknown:
+        parser.error(f"unknown systems {sorted(unknown)}")
+    cuda = args.device != "cpu" and torch.cuda.is_available()
     result: dict = {"date": time.strftime("%Y-%m-%d %H:%M"), "nproc": os.cpu_count(),
-                    "load": os.getloadavg(), "device": args.device, "workers": args.workers,
-                    "batch_size": args.batch_size, "steps": args.steps}
+                    "load": os.getloadavg(), "device": args.device,
+                    "gpu": torch.cuda.get_device_name() if cuda else None,
+                    "torch": torch.__version__, "preset": args.preset,
+                    "bf16": not args.fp32, "workers": args.workers, "batch_size": batch_size,
+                    "steps": args.steps}
+    common = dict(systems=systems, preset=args.preset, dvclive=not args.no_dvclive,
+                  bf16=not args.fp32)
     with tempfile.TemporaryDirectory() as tmp:
-        shards = args.shards or synthetic_shards(Path(tmp) / "shards")
+        shards = args.shards or synthetic_shards(args.synthetic or Path(tmp) / "shards",
+                                                 args.train_tracks, args.seconds)
         result["rows"] = measure(shards, Path(tmp) / "runs", args.steps, args.workers,
-                                 args.device, args.batch_size)
+                                 args.device, batch_size, **common)
         if args.compare_threads:
-            result["forced_threads"] = measure(shards, Path(tmp) / "runs-forced", args.steps,
-                                               args.workers, args.device, args.batch_size,
-                                               threads=args.compare_threads,
-                                               systems=("step1", "step2", "step3"))
+            result["forced_threads"] = measure(
+                shards, Path(tmp) / "runs-forced", args.steps, args.workers, args.device,
+                batch_size, threads=args.compare_threads,
+                **{**common, "systems": tuple(x for x in systems if x in ("step1", "step2",
+                                                                           "step3"))})
         if args.ddp:
-            result["ddp"] = measure_ddp(shards, Path(tmp) / "runs-ddp", args.steps,
-                                        args.batch_size)
+            result["ddp"] = measure_ddp(shards, Path(tmp) / "runs-ddp", args.steps, batch_size)
     print(f"{result['date']}  nproc {result['nproc']}  load {result['load']}  torch "
-          f"{torch.__version__}, device {args.device}, batch {args.batch_size}, "
-          f"{args.workers} worker(s), tiny preset")
-    tables = [("trainer's threads", result["rows"])]
+          f"{torch.__version__}, device {args.device} {result['gpu'] or ''}, batch {batch_size}, "
+          f"{args.workers} worker(s), {args.preset} preset")
+    precision = "fp32" if args.fp32 else "bf16 autocast"
+    tables = [(precision if cuda else "trainer's threads", result["rows"])]
     if "forced_threads" in result:
         tables.append((f"forced {args.compare_threads} threads", result["forced_threads"]))
     for title, rows in tables:
         print(f"{title}:")
         print(f"  {'system':<12}{'threads':>8}{'windows/s':>12}{'data wait':>12}"
-              f"{'CPU-s/window':>14}")
+              f"{'CPU-s/window':>14}{'train loss':>12}{'peak GiB':>10}")
         for row in rows:
-            windows = 2 * args.steps * args.batch_size
+            windows = 2 * args.steps * batch_size
+            peak = f"{row['peak_gpu_gib']:.2f}" if row["peak_gpu_gib"] is not None else "-"
             print(f"  {row['system']:<12}{row['threads']:>8}{row['windows_per_s']:>12.1f}"
                   f"{100 * row['data_wait_fraction']:>11.1f}%"
-                  f"{row['cpu_s'] / windows:>14.3f}")
+                  f"{row['cpu_s'] / windows:>14.3f}{row['train_loss']:>12.4g}{peak:>10}")
     if "ddp" in result:
         ddp = result["ddp"]
         print(f"DDP step1 (gloo, 1 worker each): 1 process {ddp['1']['windows_per_s']:.1f} "

@@ -94,23 +94,30 @@ def write_synthetic_shards(
             source=source,
         ) as writer:
             for k in range(count):
-                stem_audio, notes = synthetic_track(rng, seconds)
-                mix = stem_audio.sum(0)
-                frames = n_frames(len(mix))
-                roll = np.stack([piano_roll(nt, frames) for nt in notes], axis=1)  # [T, I, 88]
                 writer.add_track(
-                    TrackArrays(
-                        track_id=f"Track{split[0]}{k:03d}",
-                        mix=mix,
-                        stems=stem_audio if stems else None,
-                        spec=magnitude_spectrogram(mix),
-                        roll=roll,
-                        harmonic_mask=harmonic_mask(roll),
-                        activity=roll.any(-1),
-                    )
+                    synthetic_track_arrays(rng, seconds, f"Track{split[0]}{k:03d}", stems)
                 )
     write_manifest(root, manifest_from_shards(root))
     return root
+
+
+def synthetic_track_arrays(
+    rng: np.random.Generator, seconds: float, track_id: str, stems: bool = True
+) -> TrackArrays:
+    """One synthetic track with its real features, ready for ``ShardWriter.add_track``."""
+    stem_audio, notes = synthetic_track(rng, seconds)
+    mix = stem_audio.sum(0)
+    frames = n_frames(len(mix))
+    roll = np.stack([piano_roll(nt, frames) for nt in notes], axis=1)  # [T, I, 88]
+    return TrackArrays(
+        track_id=track_id,
+        mix=mix,
+        stems=stem_audio if stems else None,
+        spec=magnitude_spectrogram(mix),
+        roll=roll,
+        harmonic_mask=harmonic_mask(roll),
+        activity=roll.any(-1),
+    )
 
 
 @pytest.fixture(scope="module")

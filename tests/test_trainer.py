@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -81,6 +82,19 @@ def test_each_command_trains_and_lowers_its_loss(step, shards, runs, tmp_path):
         assert load_model(out / "transcriptor.pt").kind == "transcriptor"
     if step == "baseline":
         assert load_model(out / "classifier" / "best.pt").kind == "classifier"
+
+
+def test_dvclive_off_trains_without_importing_it(shards, runs, tmp_path, monkeypatch):
+    """The Python API runs where dvclive is not installed (a bare GPU image): metrics.json and
+    config.json are written, nothing under dvclive/."""
+    monkeypatch.setitem(sys.modules, "dvclive", None)  # any `import dvclive` now fails
+    out = tmp_path / "s2"
+    metrics = run("step2", shards, _train_cfg(max_epochs=1, steps_per_epoch=2), MODEL,
+                  loss_preset("step2"), out, transcriptor=runs / "step1" / "best.pt",
+                  progress=False, dvclive=False)
+    assert metrics["epochs"] == 1 and json.loads((out / "metrics.json").read_text()) == metrics
+    assert (out / "config.json").is_file() and (out / "best.pt").is_file()
+    assert not (out / "dvclive").exists()
 
 
 def _trainer(step, shards, runs, out, loss=None, **cfg) -> Trainer:

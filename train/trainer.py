@@ -502,6 +502,7 @@ class Trainer:
         init: dict[str, ScoreCriticModel] | None = None,
         resume: bool = False,
         progress: bool = True,
+        dvclive: bool = True,
         env: Dist | None = None,
     ) -> None:
         self.spec, self.cfg, self.loss_cfg, self.out = spec, train_cfg, loss_cfg, Path(out)
@@ -606,6 +607,8 @@ class Trainer:
             self._load_last()
         self.live = None
         if self.env.main:
+            self._write_config()
+        if self.env.main and dvclive:
             from dvclive import Live  # imported late: it is slow to import
 
             self.live = Live(
@@ -615,7 +618,6 @@ class Trainer:
                 resume=resume,
                 report=None,
             )
-            self._write_config()
 
     def _lr(self, name: str) -> float:
         """The learning rate of trained net ``name``: a critic trained beside a separator runs
@@ -821,9 +823,10 @@ class Trainer:
     def _log(self, epoch: int, stats: dict[str, float]) -> None:
         if not self.env.main:
             return
-        for key, value in stats.items():
-            self.live.log_metric(key, value)
-        self.live.next_step()
+        if self.live is not None:
+            for key, value in stats.items():
+                self.live.log_metric(key, value)
+            self.live.next_step()
         objective = f"{self.spec.objective}/total"
         print(
             f"[{self.spec.name}] epoch {epoch}: train {stats[f'train/{objective}']:.4g} "
@@ -882,6 +885,7 @@ def run(
     separator: str | Path | None = None,
     resume: bool = False,
     progress: bool = True,
+    dvclive: bool = True,
 ) -> dict[str, Any]:
     """Train one system of the paper into the run folder ``out``.
 
@@ -894,6 +898,8 @@ def run(
             and ``<out>/../step2/best.pt``.
         resume: continue from ``<out>/last.pt``.
         progress: show a tqdm bar (rank 0).
+        dvclive: log metrics with dvclive under ``<out>/dvclive`` (rank 0); ``metrics.json`` is
+            written either way (off where dvclive is not installed, e.g. a bare GPU image).
 
     Returns:
         The metrics written to ``<out>/metrics.json`` (best validation loss, epochs, last terms).
@@ -906,7 +912,7 @@ def run(
     separator = Path(separator) if separator else runs / "step2" / "best.pt"
     env = setup_distributed(train_cfg.device)
     instruments = list(ShardSet(shards, "train", verify_checksums=False).instruments)
-    common = dict(resume=resume, progress=progress, env=env)
+    common = dict(resume=resume, progress=progress, dvclive=dvclive, env=env)
     try:
         if step == "step1" or step == "supervised":
             return Trainer(SPECS[step], shards, train_cfg, model_cfg, loss_cfg, out, **common).fit()
@@ -941,6 +947,7 @@ def run(
                 phase1,
                 resume=resume1,
                 progress=progress,
+                dvclive=dvclive,
                 env=env,
             ).fit()
         env.barrier()
@@ -958,6 +965,7 @@ def run(
             init=init,
             resume=resume2,
             progress=progress,
+            dvclive=dvclive,
             env=env,
         ).fit()
     finally:
