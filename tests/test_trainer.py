@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import multiprocessing
 import shutil
 import sys
 from dataclasses import replace
@@ -95,6 +97,18 @@ def test_dvclive_off_trains_without_importing_it(shards, runs, tmp_path, monkeyp
     assert metrics["epochs"] == 1 and json.loads((out / "metrics.json").read_text()) == metrics
     assert (out / "config.json").is_file() and (out / "best.pt").is_file()
     assert not (out / "dvclive").exists()
+
+
+def test_a_finished_run_leaves_no_loader_workers_alive(shards, runs, tmp_path):
+    """Persistent workers stop when ``fit`` ends, not at some later garbage collection (where a
+    later trainer's forked workers would inherit them)."""
+    gc.disable()  # the collector must not be what stops them
+    try:
+        run("step1", shards, _train_cfg(max_epochs=1, steps_per_epoch=2, num_workers=2), MODEL,
+            loss_preset("step1"), tmp_path / "s1", progress=False, dvclive=False)
+        assert multiprocessing.active_children() == []
+    finally:
+        gc.enable()
 
 
 def _trainer(step, shards, runs, out, loss=None, **cfg) -> Trainer:

@@ -259,6 +259,20 @@ def make_loader(
     )
 
 
+def stop_workers(loader: DataLoader) -> None:
+    """Stop a ``make_loader`` loader's persistent workers now (the next epoch would fork new ones).
+
+    Left to the garbage collector, they outlive training: processes forked later (another
+    loader's workers) inherit the live iterator, and its shutdown runs at an arbitrary moment,
+    in whichever process collects it. torch has no public call for this; ``_iterator`` is where
+    a DataLoader keeps its persistent workers' iterator.
+    """
+    iterator = getattr(loader, "_iterator", None)
+    if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+        iterator._shutdown_workers()
+    loader._iterator = None
+
+
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     """Copy a batch to ``device`` (non-blocking from pinned memory); bool masks become float."""
     out = {}

@@ -52,6 +52,7 @@ from train.data import (
     FixedBatchSampler,
     WindowDataset,
     make_loader,
+    stop_workers,
     to_device,
     track_frame_counts,
     validation_windows,
@@ -816,6 +817,10 @@ class Trainer:
                 self._save(improved or self.cfg.keep_checkpoint == "last", val_loss)
                 self._log(epoch, stats)
         finally:
+            # now, not when a garbage collection gets to this trainer: a later trainer in the
+            # process (baseline's second phase, benchmarks) would fork its workers with these
+            # alive (benchmarks/README.md, section 6)
+            stop_workers(self.train_loader)
             if self.live is not None:
                 self.live.end()
         return self._write_metrics()
