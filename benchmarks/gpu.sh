@@ -4,7 +4,7 @@
 # the spot (32 tracks x 30 s, every core). Runs on a bare CUDA image: needs python3 with torch,
 # h5py, numpy, joblib, tqdm, pyyaml, pytest (no dvclive: --no-dvclive).
 #
-#   bash benchmarks/gpu.sh [OUTDIR]     # default runs/bench/gpu; ~5 min on one H200
+#   bash benchmarks/gpu.sh [OUTDIR]     # default runs/bench/gpu; ~6 min on one H200
 #
 # OUTDIR gets all.log (every pass's output, as it goes), util.csv (GPU utilisation every 0.5 s)
 # and NAME.json per pass (benchmarks/train.py's JSON). Passes, most important first:
@@ -15,6 +15,8 @@ set -u
 OUT=${1:-runs/bench/gpu}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
+cd "$(dirname "$0")/.."
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}  # the project need not be installed there
 export PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
 LOG=$OUT/all.log
