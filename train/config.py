@@ -260,9 +260,9 @@ class TrainConfig:
         critic_lr_scale: the learning rate of a transcriptor trained beside a separator (step 3)
             as a multiple of ``lr`` (not in the paper; 1 = the same). On the bench corpus 2
             leads 1 from epoch 4 on and holds the guitar, 0.3 trails (reports/bench, finding
-            25), and 4 leads 2 (findings 26-27, each confirmed on a third seed; 4 adopted): a
-            critic that keeps up with the separator teaches it more. Steps that train one
-            network ignore it.
+            25), 4 leads 2 and 8 leads 4 (findings 26-27, each confirmed on a third seed; 8
+            adopted): a critic that keeps up with the separator teaches it more. Steps that
+            train one network ignore it.
     """
 
     batch_size: int = 8
