@@ -22,7 +22,7 @@ PY=${PYTHON:-python3}
 LOG=$OUT/all.log
 SYN=${SYNTHETIC:-/tmp/scorecritic-bench-shards}
 # smoke test elsewhere: DEVICE=cpu PRESET=tiny STEPS=2 TRACKS=4 bash benchmarks/gpu.sh /tmp/g
-STEPS=${STEPS:-100} DEVICE=${DEVICE:-cuda} PRESET=${PRESET:-paper} TRACKS=${TRACKS:-32}
+STEPS=${STEPS:-80} DEVICE=${DEVICE:-cuda} PRESET=${PRESET:-paper} TRACKS=${TRACKS:-32}
 {
     date
     nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
