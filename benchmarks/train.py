@@ -11,7 +11,7 @@ the figures are those of the second (``--steps`` optimiser steps). Data wait = t
 
     .venv/bin/python benchmarks/train.py [--shards data/] [--steps 20] [--workers 1]
         [--device cpu] [--compare-threads 2] [--ddp] [--json runs/bench/train.json]
-    python3 benchmarks/train.py --preset paper --device cuda --workers 6 --steps 100 \
+    python3 benchmarks/train.py --preset paper --device cuda --workers 6 --steps 80 \
         --synthetic /tmp/syn --train-tracks 32 --seconds 30 --no-dvclive [--fp32]
 
 ``--compare-threads N`` reruns every system with N torch threads forced in every process (what
@@ -39,7 +39,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 from train.config import loss_preset, model_preset, train_preset  # noqa: E402
-from train.trainer import run  # noqa: E402
+from train.trainer import SPECS, run  # noqa: E402
 
 ROOT = HERE.parent
 SYSTEMS = [  # (run name, trainer step, loss preset, extra LossConfig settings)
@@ -120,13 +120,12 @@ def measure(shards: Path, runs: Path, steps: int, workers: int, device: str,
         if systems is not None and name not in systems:
             continue
         epoch = metrics["history"][-1]
-        objective = "transcriptor" if name == "step1" else "separator"
         rows.append({"system": name, "windows_per_s": epoch["windows_per_s"],
                      "data_wait_fraction": epoch["data_wait_fraction"],
                      "threads": torch.get_num_threads(),
                      "wall_s": time.perf_counter() - start,
                      "cpu_s": time.process_time() - cpu,
-                     "train_loss": epoch.get(f"train/{objective}/total"),
+                     "train_loss": epoch[f"train/{SPECS[step].objective}/total"],
                      "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None})
     return rows
 
