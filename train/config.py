@@ -1,18 +1,34 @@
-"""Configuration dataclasses for the models, the losses and the training loop.
+"""Every setting of a run, one dataclass per section, each field with its one default.
 
-Three dataclasses, each with named presets:
+A run's configuration is a :class:`RunConfig`, whose sections are also the sections of a params
+file, of a recipe (:mod:`train.recipes`) and of ``--set section.key=value``:
 
-- :class:`ModelConfig`  the TCN shared by transcriptor, separator and classifier (paper §3.2);
-- :class:`LossConfig`   every weight and switch of the paper's losses (eq. 1-11, §3.2) plus the
-  normalisation and stabilisation choices the paper leaves open;
-- :class:`TrainConfig`  optimiser, schedule and data-loading settings.
+- ``model``  :class:`ModelConfig`, the TCN shared by transcriptor, separator and classifier
+  (paper §3.2);
+- ``train``  :class:`TrainConfig`, optimiser, schedule and data loading (paper §3.2);
+- ``loss``   :class:`LossConfig`, the weights and switches of the paper's losses (eq. 1-11);
+- our extensions, not in the paper, each off by default (:mod:`train.extensions` holds their
+  code): ``aml_positives`` :class:`AmlPositivesConfig`, ``anchor`` :class:`AnchorConfig`,
+  ``owned_remix`` :class:`OwnedRemixConfig`, ``weight_average`` :class:`WeightAverageConfig`,
+  ``critic_lr`` :class:`CriticLrConfig`.
 
-Presets: ``tiny`` trains on a 2-core CPU in minutes, ``paper`` is sized for a GPU. The paper
-gives no channel sizes; ``paper`` uses Conv-TasNet's B=256, H=512 (Luo & Mesgarani 2019, [31]).
+Sizes: ``SIZE_PRESETS`` (``tiny`` trains on a 2-core CPU in minutes, ``paper`` is sized for a
+GPU) set some ``model`` and ``train`` fields. The paper gives no channel sizes; ``paper`` uses
+Conv-TasNet's B=256, H=512 (Luo & Mesgarani 2019).
 
-``to_dict``/``from_dict`` turn a config into plain dicts of numbers/strings/bools (for
-checkpoints loadable with ``torch.load(weights_only=True)`` and for ``params.yaml``) and back,
-refusing unknown keys and values of the wrong type with a message naming the key.
+Everything converts to plain dicts of numbers, strings and bools (for checkpoints loadable with
+``torch.load(weights_only=True)``, for ``config.json`` and params files) and back, refusing
+unknown keys and values of the wrong type with a message naming the key:
+
+>>> cfg = RunConfig().override({"loss": {"alpha2": 10}, "anchor": {"weight": 1.0}})
+>>> cfg.loss.alpha2, cfg.anchor.weight
+(10.0, 1.0)
+>>> RunConfig.from_dict(cfg.to_dict()) == cfg
+True
+>>> parse_assignment("train.max_epochs=3")
+('train', 'max_epochs', 3)
+
+This module imports neither torch nor numpy: ``train --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -20,27 +36,37 @@ from __future__ import annotations
 import dataclasses
 import math
 import typing
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import yaml
+
 __all__ = [
+    "ConfigError",
     "ModelConfig",
-    "LossConfig",
     "TrainConfig",
-    "MODEL_PRESETS",
-    "TRAIN_PRESETS",
-    "LOSS_PRESETS",
-    "model_preset",
-    "train_preset",
-    "loss_preset",
+    "LossConfig",
+    "AmlPositivesConfig",
+    "AnchorConfig",
+    "OwnedRemixConfig",
+    "WeightAverageConfig",
+    "CriticLrConfig",
+    "RunConfig",
+    "SIZE_PRESETS",
+    "sized",
     "to_dict",
     "from_dict",
-    "ConfigError",
+    "parse_assignment",
 ]
 
 
 class ConfigError(ValueError):
-    """A configuration value, key or preset name is invalid."""
+    """A configuration value, key, section or preset name is invalid."""
+
+
+MIXTURE_NORMS = ("none", "mixture")
+KEEP_CHECKPOINT = ("best", "last")
 
 
 @dataclass(frozen=True)
@@ -101,130 +127,6 @@ class ModelConfig:
         return 1 + self.repeats * (self.kernel_size - 1) * (2**self.blocks_per_repeat - 1)
 
 
-MIXTURE_NORMS = ("none", "mixture")
-AML_FORMS = ("clamped", "flipped", "positives")
-OWNED_REMIX_SOURCES = ("owned", "owned+separated", "owned+separated-unowned", "separated")
-KEEP_CHECKPOINT = ("best", "last")
-
-
-@dataclass(frozen=True)
-class LossConfig:
-    """Weights and switches of the paper's losses (§2, §3.2) plus the choices it leaves open.
-
-    Weights (paper §3.2): alpha1 = 0.03 (L_inst) and beta1 = 0.1 (L_pitch) in eq. 4;
-    alpha2 = 1 (L_c-mix) and beta2 = 0.1 (L_h-mix) in eq. 8; alpha3 = 0.2 (L_AML) and
-    beta3 = 0.05 (L_ATL) in eq. 11. A term whose switch is off weighs 0 (paper: "the weights of
-    the unused terms are then set to 0").
-
-    Normalisation (not in the paper): every loss is summed over the indices its equation shows,
-    then divided by batch x frames, so the weights act "per frame". ``mixture_norm`` chooses how
-    the mixture losses (eq. 6-7), whose scale follows the audio level, are made comparable:
-
-    - ``"none"``: raw magnitudes (CALIBRATION.md: c-mix 20-45, h-mix 1000-1500 per frame, against
-      a score term of ~25: h-mix dominates; per-frame values measured here are tabled in
-      :mod:`train.losses`);
-    - ``"mixture"`` (default): each sample's sums are divided by its mixture's mean frame L1 norm
-      mean_t sum_f X[f,t], i.e. the per-frame value is a relative L1 error, scale-invariant.
-
-    Adversarial mixture loss stabilisation (eq. 9 negates a BCE, which is unbounded below):
-    ``aml_form = "clamped"`` (default) uses -sum min(H, aml_bce_clamp): each element pushes the
-    transcriptor away from the remix labels (the paper's gradient sign) until its BCE reaches the
-    clamp (default 2.3 = -ln 0.1: the label's probability fell below 0.1), then stops; bounded
-    in [-clamp, 0] per element. ``"flipped"`` uses H(1 - Y~, p), the GAN-style non-saturating
-    replacement: same gradient sign, bounded below by 0, never stops pushing. ``"positives"``
-    applies the clamped form to the remix's notes only (Y~ = 1): an ablation, because on the
-    ~97 % of zeros the paper's sign pushes the transcriptor to switch notes *on* for fakes.
-
-    Attributes:
-        use_weights: apply the instrument (class-balance) weights to every term indexed by an
-            instrument (paper §3.2, after [16]).
-        use_cmix, use_hmix: switches of the clip-level (eq. 6) and harmonic (eq. 7) mixture losses.
-        use_aml, use_atl: switches of the adversarial mixture (eq. 9) and transcription (eq. 10)
-            losses in step 3.
-        anchor_weight: lambda of a second critic in step 3's L_sep (not in the paper; 0 = off):
-            lambda sum_i L_score(S_hat_i, Y^(i)) under the step-1 transcriptor, kept frozen,
-            beside the transcriptor being trained. The trained critic drifts away from
-            recognising clean separated sources (reports/bench, findings 12-13); the frozen one
-            still does.
-        owned_remix_weight: gamma of the owned-bin remix loss in L_sep (not in the paper; 0 =
-            off): the separator also separates synthetic mixtures of the bins each clip's
-            score gives to one instrument only, taken from different clips, whose sources are
-            known (``train.losses.owned_bin_remix``; reports/bench, finding 15).
-        owned_remix_sources: what a remix source is made of: ``"owned"`` (the mixture in the
-            instrument's owned bins, zero elsewhere), ``"owned+separated"`` (the same, and the
-            detached separated source outside them, so the remix looks like a whole mixture),
-            ``"owned+separated-unowned"`` (the fill only in bins no instrument owns: in bins the
-            score gives to another instrument alone the source is 0, not its separated leak) or
-            ``"separated"`` (the separated source everywhere: the ablation without weak labels,
-            a pure remix-consistency term).
-        owned_remix_teacher: take the separated sources that fill a remix from the
-            weight-averaged separator (a mean teacher; needs ``TrainConfig.ema_decay`` > 0)
-            instead of the separator being trained.
-        owned_remix_shift: K > 0 pitch-shifts each remix source by up to K semitones so that
-            its owned bins land on the other sources' (``train.losses.colliding_shifts``): a
-            known split of shared harmonic bins, which unshifted donors rarely give (0 = off).
-        averaged_critic: score the separated sources in step 3's L_sep with the
-            weight-averaged transcriptor (a mean-teacher critic; needs ``TrainConfig.ema_decay``
-            > 0) instead of the transcriptor being trained, which swings from step to step
-            (reports/bench, finding 16). Its own losses (eq. 11) still train the raw one.
-            Worse on the bench corpus (finding 17): the lagging critic runs away from the
-            separator.
-    """
-
-    alpha1: float = 0.03
-    beta1: float = 0.1
-    alpha2: float = 1.0
-    beta2: float = 0.1
-    alpha3: float = 0.2
-    beta3: float = 0.05
-    use_weights: bool = True
-    use_cmix: bool = True
-    use_hmix: bool = True
-    use_aml: bool = False
-    use_atl: bool = False
-    mixture_norm: str = "mixture"
-    aml_form: str = "clamped"
-    aml_bce_clamp: float = 2.3
-    anchor_weight: float = 0.0
-    owned_remix_weight: float = 0.0
-    owned_remix_sources: str = "owned"
-    owned_remix_teacher: bool = False
-    owned_remix_shift: int = 0
-    averaged_critic: bool = False
-
-    def __post_init__(self) -> None:
-        weights = ("alpha1", "beta1", "alpha2", "beta2", "alpha3", "beta3")
-        for name in (*weights, "anchor_weight", "owned_remix_weight"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise ConfigError(f"LossConfig.{name} must be a finite number >= 0, got {value}")
-        if self.mixture_norm not in MIXTURE_NORMS:
-            raise ConfigError(
-                f"LossConfig.mixture_norm must be one of {MIXTURE_NORMS}, got {self.mixture_norm!r}"
-            )
-        if self.aml_form not in AML_FORMS:
-            raise ConfigError(
-                f"LossConfig.aml_form must be one of {AML_FORMS}, got {self.aml_form!r}"
-            )
-        if self.owned_remix_sources not in OWNED_REMIX_SOURCES:
-            raise ConfigError(
-                f"LossConfig.owned_remix_sources must be one of {OWNED_REMIX_SOURCES}, "
-                f"got {self.owned_remix_sources!r}"
-            )
-        if self.owned_remix_teacher and self.owned_remix_sources == "owned":
-            raise ConfigError(
-                "LossConfig.owned_remix_teacher needs owned_remix_sources with separated fills, "
-                "not 'owned'"
-            )
-        if not (math.isfinite(self.aml_bce_clamp) and self.aml_bce_clamp > 0):
-            raise ConfigError(f"LossConfig.aml_bce_clamp must be > 0, got {self.aml_bce_clamp}")
-        if not (isinstance(self.owned_remix_shift, int) and 0 <= self.owned_remix_shift <= 12):
-            raise ConfigError(
-                f"LossConfig.owned_remix_shift must be a whole number of semitones in 0..12, "
-                f"got {self.owned_remix_shift!r}"
-            )
-
-
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimiser, schedule and data settings (paper §3.2: Adam, lr 0.001, halved after 2 epochs
@@ -249,20 +151,9 @@ class TrainConfig:
         keep_checkpoint: what ``best.pt`` (and a step-3 run's ``transcriptor.pt``) holds:
             "best", the epoch with the lowest validation loss (the paper), or "last", the last
             epoch. Step 3's validation loss is measured with the transcriptor it trains, a
-            moving critic, and picks early epochs of separators that kept improving
-            (reports/bench/README.md, finding 10): use "last" there. The lr schedule and early
-            stopping follow the validation loss either way.
-        ema_decay: decay of an exponential moving average of the trained networks' weights,
-            updated after every optimiser step (not in the paper; 0 = off). When on, validation
-            measures the averaged networks and the checkpoints hold them: a stem-free way to
-            damp the epoch-to-epoch wander of step 3's separator (reports/bench, finding 16).
-            0.995 averages over about 200 steps.
-        critic_lr_scale: the learning rate of a transcriptor trained beside a separator (step 3)
-            as a multiple of ``lr`` (not in the paper; 1 = the same). On the bench corpus 2
-            leads 1 from epoch 4 on and holds the guitar, 0.3 trails (reports/bench, finding
-            25), 4 leads 2 and 8 leads 4 (findings 26-27, each confirmed on a third seed; 8
-            adopted): a critic that keeps up with the separator teaches it more. Steps that
-            train one network ignore it.
+            moving critic, so its minimum need not be the best separator
+            (reports/bench/findings/10-*.md). The lr schedule and early stopping follow the
+            validation loss either way.
     """
 
     batch_size: int = 8
@@ -281,16 +172,8 @@ class TrainConfig:
     window_frames: int = 129
     log_every: int = 20
     keep_checkpoint: str = "best"
-    ema_decay: float = 0.0
-    critic_lr_scale: float = 1.0
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.critic_lr_scale) and self.critic_lr_scale > 0):
-            raise ConfigError(
-                f"TrainConfig.critic_lr_scale must be a finite number > 0, got {self.critic_lr_scale}"
-            )
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ConfigError(f"TrainConfig.ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.keep_checkpoint not in KEEP_CHECKPOINT:
             raise ConfigError(
                 f"TrainConfig.keep_checkpoint must be one of {KEEP_CHECKPOINT}, "
@@ -316,69 +199,278 @@ class TrainConfig:
             )
 
 
-MODEL_PRESETS: dict[str, ModelConfig] = {
+@dataclass(frozen=True)
+class LossConfig:
+    """Weights and switches of the paper's losses (§2, §3.2), and the one choice it leaves open.
+
+    Weights (paper §3.2): alpha1 = 0.03 (L_inst) and beta1 = 0.1 (L_pitch) in eq. 4;
+    alpha2 = 1 (L_c-mix) and beta2 = 0.1 (L_h-mix) in eq. 8; alpha3 = 0.2 (L_AML) and
+    beta3 = 0.05 (L_ATL) in eq. 11. A term whose switch is off weighs 0 (paper: "the weights of
+    the unused terms are then set to 0").
+
+    Normalisation (the paper gives none): every loss is summed over the indices its equation
+    shows, then divided by batch x frames, so the weights act "per frame". ``mixture_norm``
+    says how the mixture losses (eq. 6-7), whose scale follows the audio level, are made
+    comparable with the score terms: ``"none"`` keeps raw magnitudes; ``"mixture"`` (default)
+    divides each sample's sums by its mixture's mean frame L1 norm mean_t sum_f X[f,t], a
+    scale-invariant relative L1 error (:mod:`train.losses` tables both scales).
+
+    Attributes:
+        use_weights: apply the instrument (class-balance) weights to every term indexed by an
+            instrument (paper §3.2, after [16]).
+        use_cmix, use_hmix: the clip-level (eq. 6) and harmonic (eq. 7) mixture losses.
+        use_aml, use_atl: the adversarial mixture (eq. 9) and transcription (eq. 10) losses of
+            step 3.
+        mixture_norm: "mixture" or "none", see above.
+    """
+
+    alpha1: float = 0.03
+    beta1: float = 0.1
+    alpha2: float = 1.0
+    beta2: float = 0.1
+    alpha3: float = 0.2
+    beta3: float = 0.05
+    use_weights: bool = True
+    use_cmix: bool = True
+    use_hmix: bool = True
+    use_aml: bool = False
+    use_atl: bool = False
+    mixture_norm: str = "mixture"
+
+    def __post_init__(self) -> None:
+        for name in ("alpha1", "beta1", "alpha2", "beta2", "alpha3", "beta3"):
+            _check_weight(self, name)
+        if self.mixture_norm not in MIXTURE_NORMS:
+            raise ConfigError(
+                f"LossConfig.mixture_norm must be one of {MIXTURE_NORMS}, got {self.mixture_norm!r}"
+            )
+
+
+# --- our extensions (not in the paper; code in train/extensions.py) -------------------------
+
+
+@dataclass(frozen=True)
+class AmlPositivesConfig:
+    """L_AML on the remix's notes only, bounded: -sum_{i,n,t} w_i Y~ min(H(1, p), clamp).
+
+    Eq. 9 negates a BCE over every element of the roll; ~97 % of them are zeros, on which the
+    paper's sign teaches the transcriptor to switch notes *on* for fake mixtures, and the
+    negated BCE is unbounded below. This form only asks it to miss the remixed notes, and
+    stops pushing an element once its BCE reaches ``clamp`` (2.3 = -ln 0.1). Replaces eq. 9
+    inside eq. 11 when ``enabled`` (and ``loss.use_aml``). Finding: reports/bench/findings/09.
+
+    Attributes:
+        enabled: use this form instead of the paper's eq. 9.
+        clamp: c, the BCE at which an element stops contributing.
+    """
+
+    enabled: bool = False
+    clamp: float = 2.3
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.clamp) and self.clamp > 0):
+            raise ConfigError(f"aml_positives.clamp must be > 0, got {self.clamp}")
+
+
+@dataclass(frozen=True)
+class AnchorConfig:
+    """A second critic in step 3's L_sep: the step-1 transcriptor, kept frozen.
+
+    Adds ``weight`` x sum_i L_score(S_hat_i, Y^(i)) (eq. 5) under the frozen step-1
+    transcriptor to L_sep (eq. 8). The co-trained critic drifts away from recognising clean
+    sources; the frozen one still does. Finding: reports/bench/findings/13.
+
+    Attributes:
+        weight: lambda (0 = off). Step 3 only.
+    """
+
+    weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_weight(self, "weight", "anchor")
+
+
+@dataclass(frozen=True)
+class OwnedRemixConfig:
+    """The owned-bin remix loss in L_sep: separate synthetic mixtures whose sources are known.
+
+    The bins the score gives to one instrument only ("owned") hold, by eq. 6-7, that
+    instrument's stem. Owned bins of different clips, filled elsewhere with the detached
+    separated sources, are remixed; the separator must return each remix's sources.
+    Adds ``weight`` x L_own to L_sep (steps 2 and 3). Finding: reports/bench/findings/15.
+
+    Attributes:
+        weight: gamma (0 = off).
+    """
+
+    weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_weight(self, "weight", "owned_remix")
+
+
+@dataclass(frozen=True)
+class WeightAverageConfig:
+    """An exponential moving average of the trained networks' weights.
+
+    Updated after every optimiser step; validation measures the averaged networks and the
+    checkpoints hold them. A stem-free way to damp the epoch-to-epoch wander of a separator
+    trained against a moving critic. Finding: reports/bench/findings/16.
+
+    Attributes:
+        decay: per-step decay (0 = off; 0.995 averages over about 200 steps).
+    """
+
+    decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.decay < 1.0:
+            raise ConfigError(f"weight_average.decay must be in [0, 1), got {self.decay}")
+
+
+@dataclass(frozen=True)
+class CriticLrConfig:
+    """The learning rate of a transcriptor trained beside a separator (step 3), as a multiple
+    of ``train.lr``: a critic that keeps up with the separator teaches it more.
+    Finding: reports/bench/findings/27.
+
+    Attributes:
+        scale: the multiple (1 = the paper: one learning rate). Other steps ignore it.
+    """
+
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.scale) and self.scale > 0):
+            raise ConfigError(f"critic_lr.scale must be a finite number > 0, got {self.scale}")
+
+
+def _check_weight(config: Any, name: str, section: str | None = None) -> None:
+    value = getattr(config, name)
+    where = f"{section}.{name}" if section else f"{type(config).__name__}.{name}"
+    if not (math.isfinite(value) and value >= 0):
+        raise ConfigError(f"{where} must be a finite number >= 0, got {value}")
+
+
+# --- the whole run ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Every setting of one run, by section (the sections of params files, recipes, ``--set``).
+
+    Attributes:
+        model, train, loss: the paper's settings.
+        aml_positives, anchor, owned_remix, weight_average, critic_lr: our extensions, each
+            off by default.
+    """
+
+    model: ModelConfig = field(default_factory=lambda: ModelConfig())
+    train: TrainConfig = field(default_factory=lambda: TrainConfig())
+    loss: LossConfig = field(default_factory=lambda: LossConfig())
+    aml_positives: AmlPositivesConfig = field(default_factory=AmlPositivesConfig)
+    anchor: AnchorConfig = field(default_factory=AnchorConfig)
+    owned_remix: OwnedRemixConfig = field(default_factory=OwnedRemixConfig)
+    weight_average: WeightAverageConfig = field(default_factory=WeightAverageConfig)
+    critic_lr: CriticLrConfig = field(default_factory=CriticLrConfig)
+
+    @classmethod
+    def sections(cls) -> dict[str, type]:
+        """Section name -> its dataclass, in order."""
+        hints = typing.get_type_hints(cls)
+        return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+    def override(self, changes: Mapping[str, Any], where: str = "") -> RunConfig:
+        """A copy with ``{section: {key: value}}`` applied; unknown sections or keys are refused.
+
+        Args:
+            changes: sections to change, each a mapping of field names to values.
+            where: what the changes come from (a file, ``--set``), for error messages.
+        """
+        prefix = f"{where}: " if where else ""
+        if not isinstance(changes, Mapping):
+            raise ConfigError(f"{prefix}expected a mapping of sections, got {changes!r}")
+        sections = self.sections()
+        unknown = sorted(set(changes) - set(sections))
+        if unknown:
+            raise ConfigError(
+                f"{prefix}unknown section(s) {unknown}; sections: {', '.join(sections)}"
+            )
+        updated = {}
+        for name, values in changes.items():
+            if values is None:
+                continue
+            if not isinstance(values, Mapping):
+                raise ConfigError(f"{prefix}section {name!r} must be a mapping, got {values!r}")
+            current = getattr(self, name)
+            try:
+                updated[name] = from_dict(type(current), {**to_dict(current), **values})
+            except ConfigError as err:
+                raise ConfigError(f"{prefix}{err}") from None
+        return dataclasses.replace(self, **updated)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """``{section: {key: value}}`` of plain values."""
+        return {name: to_dict(getattr(self, name)) for name in self.sections()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
+        """Inverse of :meth:`to_dict` (missing sections and keys take their defaults)."""
+        return cls().override(data)
+
+
+SIZE_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # ~0.7 M parameters (transcriptor): a step-1 epoch of 200 steps of 8 windows takes a few
     # minutes on 2 CPU cores. Keeps the paper's 3 x 8 blocks and kernel 3.
-    "tiny": ModelConfig(bottleneck_channels=64, hidden_channels=128),
+    "tiny": {
+        "model": {"bottleneck_channels": 64, "hidden_channels": 128},
+        "train": {"batch_size": 8, "max_epochs": 30, "steps_per_epoch": 200, "num_workers": 1,
+                  "val_windows": 64},
+    },
     # Conv-TasNet's best B=256, H=512 [31]; ~7-10 M parameters.
-    "paper": ModelConfig(bottleneck_channels=256, hidden_channels=512),
-}
-
-TRAIN_PRESETS: dict[str, TrainConfig] = {
-    "tiny": TrainConfig(
-        batch_size=8, max_epochs=30, steps_per_epoch=200, num_workers=1, val_windows=64
-    ),
-    "paper": TrainConfig(
-        batch_size=16, max_epochs=300, steps_per_epoch=1000, num_workers=8, val_windows=512
-    ),
-}
-
-LOSS_PRESETS: dict[str, LossConfig] = {
-    # Table 1 / Table 2 systems. Step 1 uses only alpha1, beta1; the baseline uses c-mix only.
-    "step1": LossConfig(use_cmix=False, use_hmix=False),
-    "step2-cmix": LossConfig(use_cmix=True, use_hmix=False),
-    "step2-hmix": LossConfig(use_cmix=False, use_hmix=True),
-    "step2": LossConfig(use_cmix=True, use_hmix=True),
-    "step3": LossConfig(use_cmix=True, use_hmix=True),
-    "step3-aml": LossConfig(use_cmix=True, use_hmix=True, use_aml=True),
-    "step3-atl": LossConfig(use_cmix=True, use_hmix=True, use_atl=True),
-    "baseline": LossConfig(use_cmix=True, use_hmix=False),
-    "supervised": LossConfig(use_cmix=False, use_hmix=False),
+    "paper": {
+        "model": {"bottleneck_channels": 256, "hidden_channels": 512},
+        "train": {"batch_size": 16, "max_epochs": 300, "steps_per_epoch": 1000, "num_workers": 8,
+                  "val_windows": 512},
+    },
 }
 
 
-def _preset(table: dict[str, Any], kind: str, name: str) -> Any:
-    try:
-        return table[name]
-    except KeyError:
+def sized(preset: str) -> RunConfig:
+    """The defaults with the ``model`` and ``train`` sizes of ``SIZE_PRESETS[preset]``."""
+    if preset not in SIZE_PRESETS:
         raise ConfigError(
-            f"unknown {kind} preset {name!r}; known presets: {', '.join(sorted(table))}"
-        ) from None
+            f"unknown size preset {preset!r}; known: {', '.join(sorted(SIZE_PRESETS))}"
+        )
+    return RunConfig().override(SIZE_PRESETS[preset], where=f"size preset {preset!r}")
 
 
-def model_preset(name: str) -> ModelConfig:
-    """The :class:`ModelConfig` called ``name`` ("tiny" or "paper")."""
-    return _preset(MODEL_PRESETS, "model", name)
+def parse_assignment(text: str) -> tuple[str, str, Any]:
+    """``"section.key=value"`` -> (section, key, value); the value is read as YAML
+    (``3`` an int, ``1e-3`` a float, ``true`` a bool, anything else a string).
+
+    Raises:
+        ConfigError: no ``=`` or no ``section.key`` before it.
+    """
+    target, sep, raw = text.partition("=")
+    section, dot, key = target.strip().partition(".")
+    if not sep or not dot or not section or not key or "." in key:
+        raise ConfigError(f"expected section.key=value (e.g. loss.alpha2=0.01), got {text!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return section, key, value
 
 
-def train_preset(name: str) -> TrainConfig:
-    """The :class:`TrainConfig` called ``name`` ("tiny" or "paper")."""
-    return _preset(TRAIN_PRESETS, "train", name)
-
-
-def loss_preset(name: str) -> LossConfig:
-    """The :class:`LossConfig` of a system of the paper's tables (see ``LOSS_PRESETS``)."""
-    return _preset(LOSS_PRESETS, "loss", name)
-
-
-def to_dict(config: ModelConfig | LossConfig | TrainConfig) -> dict[str, Any]:
-    """Plain dict of a config (numbers, strings, bools only: safe for weights_only checkpoints)."""
+def to_dict(config: Any) -> dict[str, Any]:
+    """Plain dict of a section dataclass (numbers, strings, bools only)."""
     if not dataclasses.is_dataclass(config) or isinstance(config, type):
         raise TypeError(f"to_dict expects a config dataclass instance, got {type(config).__name__}")
     return dataclasses.asdict(config)
 
 
-ConfigT = TypeVar("ConfigT", ModelConfig, LossConfig, TrainConfig)
+ConfigT = TypeVar("ConfigT")
 
 
 def _coerce(cls_name: str, key: str, value: Any, annotation: Any) -> Any:
@@ -407,17 +499,14 @@ def _coerce(cls_name: str, key: str, value: Any, annotation: Any) -> Any:
     )
 
 
-def from_dict(cls: type[ConfigT], data: dict[str, Any]) -> ConfigT:
-    """Build ``cls`` from a dict; missing keys take the defaults, unknown keys are refused.
-
-    Args:
-        cls: ModelConfig, LossConfig or TrainConfig.
-        data: mapping of field names to values (e.g. from a checkpoint or params.yaml).
+def from_dict(cls: type[ConfigT], data: Mapping[str, Any]) -> ConfigT:
+    """Build section dataclass ``cls`` from a dict; missing keys take the defaults, unknown
+    keys are refused.
 
     Raises:
         ConfigError: unknown key, or a value of the wrong type / out of range.
     """
-    if not isinstance(data, dict):
+    if not isinstance(data, Mapping):
         raise ConfigError(f"{cls.__name__} must be built from a dict, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
