@@ -8,27 +8,25 @@ of the ``state_dict`` of each input as a checkpoint of the same kind and configu
 (:func:`train.model.average_checkpoints`).
 
 Usage:
-    python benchmarks/average_checkpoints.py runs-bench/atl-avg/best.pt \\
+    python -m benchmarks.diagnostics.average_checkpoints runs-bench/atl-avg/best.pt \\
         runs-bench/atl-epochs/e{9,10,11}/best.pt
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]  # `train` shadowing
-
-from train.model import average_checkpoints  # noqa: E402
+from benchmarks.common import description
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("out", type=Path, help="checkpoint to write")
     parser.add_argument("inputs", type=Path, nargs="+", help="checkpoints to average")
     args = parser.parse_args()
+    from train.model import average_checkpoints
+
     print(average_checkpoints(args.inputs, args.out))
 
 

@@ -12,38 +12,34 @@ critic scores below the true stems while its SNR is worse is one the objective p
 truth: no optimiser can fix that.
 
 Usage:
-    python benchmarks/classifier_critic.py --shards data \\
+    python -m benchmarks.diagnostics.classifier_critic --shards data \\
         --classifier runs-bench/baseline/classifier/best.pt \\
         baseline=runs-bench/baseline/best.pt supervised=runs-bench/supervised/best.pt
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-# Run as a script, this folder comes first on sys.path and benchmarks/train.py would shadow `train`.
-HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
-
-import torch  # noqa: E402
-
-from prep.features import stft  # noqa: E402
-from prep.shards import ShardSet  # noqa: E402
-from train import losses as L  # noqa: E402
-from train.config import LossConfig  # noqa: E402
-from train.data import validation_batches  # noqa: E402
-from train.model import Classifier, load_model  # noqa: E402
-
-sys.path.append(str(HERE))  # the shared options, once `train` is the package
-from validation_cli import load_separators, validation_parser  # noqa: E402
+from benchmarks.common import description, snr_cells, snr_db, snr_header, snr_sums, stem_magnitudes
+from benchmarks.diagnostics.validation_cli import (
+    load_separators,
+    validation_parser,
+    validation_windows,
+)
 
 
 def main() -> None:
-    parser = validation_parser(__doc__.split("\n\n")[0])
+    parser = validation_parser(description(__doc__))
     parser.add_argument("--classifier", type=Path, required=True)
     parser.add_argument("--alpha2", type=float, default=10.0, help="as params/bench.yaml")
     args = parser.parse_args()
+    import torch
+
+    from prep.shards import ShardSet
+    from train import losses as L
+    from train.config import LossConfig
+    from train.model import Classifier, load_model
 
     classifier = load_model(args.classifier, expected_kind=Classifier.kind)
     separators = load_separators(parser, args.separators)
@@ -56,9 +52,9 @@ def main() -> None:
     sums: dict[str, dict[str, torch.Tensor | float]] = {}
     n_batches = 0
     with torch.no_grad():
-        for batch in validation_batches(shard_set, fields, args.windows, args.seed, args.batch):
+        for batch in validation_windows(args, shard_set, fields):
             X, active = batch["X"], batch["activity"].float()  # [B, F, T], [B, I, T]
-            S = stft(batch["stems"], center=False).abs()  # [B, I, F, T]
+            S = stem_magnitudes(batch["stems"])  # [B, I, F, T]
             irm = S / S.sum(dim=1, keepdim=True).clamp_min(1e-8)
             candidates = {
                 "true stems": S,
@@ -75,14 +71,15 @@ def main() -> None:
                 p = torch.sigmoid(z_each)
                 own = eye * active[:, None]  # instrument i in output i, where i plays
                 entry = sums.setdefault(name, {})
+                signal, error = snr_sums(S, S_hat)  # [I] each
                 for key, value in (
                     ("score", terms["score"].item()),
                     ("cmix", args.alpha2 * terms["cmix"].item()),
                     ("total", terms["total"].item()),
                     ("hit", ((p * own).sum() / own.sum().clamp_min(1)).item()),
                     ("false", ((p * (1 - eye)).sum() / (1 - eye).expand_as(p).sum()).item()),
-                    ("signal", S.square().sum(dim=(0, 2, 3))),  # [I]
-                    ("error", (S - S_hat).square().sum(dim=(0, 2, 3))),  # [I]
+                    ("signal", signal),
+                    ("error", error),
                 ):
                     entry[key] = entry.get(key, 0.0) + value
             n_batches += 1
@@ -91,14 +88,13 @@ def main() -> None:
     print(f"# The classifier baseline's objective on {args.shards} {args.split}, "
           f"{args.windows} windows (classifier {args.classifier}, alpha2 {args.alpha2})\n")
     print("| separation | L_score | alpha2 L_c-mix | total | p(own, playing) | p(other) | "
-          + " | ".join(f"SNR {i}" for i in instruments) + " | SNR avg |")
+          + f"{snr_header(instruments)} |")
     print("|---|---|---|---|---|---|" + "---|" * (n_inst + 1))
     for name, entry in sums.items():
-        snr = 10 * torch.log10(entry["signal"] / entry["error"].clamp_min(1e-12))
+        snr = snr_db(entry["signal"], entry["error"])
         means = [entry[k] / n_batches for k in ("score", "cmix", "total", "hit", "false")]
         print(f"| {name} | " + " | ".join(f"{v:.3f}" for v in means[:3])
-              + f" | {means[3]:.2f} | {means[4]:.2f} | "
-              + " | ".join(f"{v:.2f}" for v in snr.tolist()) + f" | {snr.mean().item():.2f} |")
+              + f" | {means[3]:.2f} | {means[4]:.2f} | {snr_cells(snr)} |")
 
 
 if __name__ == "__main__":

@@ -7,26 +7,24 @@ separator (and transcriptor) under ``<out>/best.pt`` (and ``<out>/transcriptor.p
 ``train evaluate --runs`` scores it as a system of its own.
 
 Usage:
-    python benchmarks/last_epoch.py runs-bench/step3-atl runs-bench/step3-atl-lastepoch
+    python -m benchmarks.diagnostics.last_epoch runs-bench/step3-atl runs-bench/step3-atl-lastepoch
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]  # `train` shadowing
-
-import torch  # noqa: E402
-
-from train.config import ModelConfig, from_dict  # noqa: E402
-from train.model import build_model, save_checkpoint  # noqa: E402
+from benchmarks.common import description
 
 
 def export_last_epoch(run: Path, out: Path) -> list[Path]:
     """Write each net of ``run/last.pt`` to ``out``; returns the files written."""
+    import torch
+
+    from train.config import ModelConfig, from_dict
+    from train.model import build_model, save_checkpoint
+
     state = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
     config = from_dict(ModelConfig, state["model_config"])
     extra = {"instruments": state["instruments"], "step": state["step"],
@@ -41,7 +39,7 @@ def export_last_epoch(run: Path, out: Path) -> list[Path]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("run", type=Path)
     parser.add_argument("out", type=Path)
     args = parser.parse_args()

@@ -21,31 +21,24 @@ and where the squared magnitude error lies (own harmonic bins, bins shared with 
 instrument's harmonics, other instruments' bins, bins of nobody's harmonics, silent frames).
 
 Usage:
-    python benchmarks/objective_diagnostics.py --shards data --transcriptor runs-bench/step1/best.pt \\
+    python -m benchmarks.diagnostics.objective_diagnostics --shards data --transcriptor runs-bench/step1/best.pt \\
         --separator supervised=runs-bench/supervised/best.pt --separator step2=runs-bench/step2/best.pt
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-# Run as a script, this folder comes first on sys.path and benchmarks/prep.py would shadow `prep`.
-HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+from benchmarks.common import description, snr_cells, snr_db, snr_header, snr_sums, stem_magnitudes
+from benchmarks.diagnostics.validation_cli import (
+    load_separators,
+    validation_parser,
+    validation_windows,
+)
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from prep.features import stft  # noqa: E402
-from prep.shards import ShardSet  # noqa: E402
-from train import losses as L  # noqa: E402
-from train.config import LossConfig  # noqa: E402
-from train.data import validation_batches  # noqa: E402
-from train.model import Transcriptor, load_model  # noqa: E402
-
-sys.path.append(str(HERE))  # the shared options, once `train` is the package
-from validation_cli import load_separators, validation_parser  # noqa: E402
+if TYPE_CHECKING:
+    import torch
 
 
 def leak(masks: torch.Tensor, source: int, target: int, share: float) -> torch.Tensor:
@@ -57,13 +50,8 @@ def leak(masks: torch.Tensor, source: int, target: int, share: float) -> torch.T
     return out
 
 
-def magnitude_snr(signal: np.ndarray, error: np.ndarray) -> np.ndarray:
-    """10 log10(sum |S|^2 / sum (|S| - S_hat)^2) per instrument, from the two sums [I]."""
-    return 10 * np.log10(signal / np.maximum(error, 1e-12))
-
-
 def main() -> None:
-    parser = validation_parser(__doc__.splitlines()[0], separator_option=True)
+    parser = validation_parser(description(__doc__), separator_option=True)
     parser.add_argument("--transcriptor", type=Path, required=True)
     parser.add_argument("--alpha2", type=float, default=10.0)
     parser.add_argument("--beta2", type=float, default=1.0)
@@ -75,6 +63,13 @@ def main() -> None:
         "--only-separators", action="store_true", help="skip the reference separations"
     )
     args = parser.parse_args()
+    import numpy as np
+    import torch
+
+    from prep.shards import ShardSet
+    from train import losses as L
+    from train.config import LossConfig
+    from train.model import Transcriptor, load_model
 
     shard_set = ShardSet(args.shards, args.split)
     instruments = list(shard_set.instruments)
@@ -83,7 +78,6 @@ def main() -> None:
     critic = load_model(args.transcriptor, expected_kind=Transcriptor.kind)
     separators = load_separators(parser, args.separators)
 
-    fields = ("spec", "roll", "harmonic_mask", "stems")
     n_inst = len(instruments)
     piano, guitar, bass = (instruments.index(n) for n in ("piano", "guitar", "bass"))
     leak_source, leak_output = (instruments.index(n) for n in args.leak.split(":"))
@@ -102,11 +96,9 @@ def main() -> None:
             name, {"terms": [], "per_source": [], "regions": {}, "error_regions": {}}
         )
         # running sums over the windows (the estimates themselves are not kept)
-        for key, value in (
-            ("signal", S.pow(2).sum(dim=(0, 2, 3))),  # [I]
-            ("error", (S - S_hat).pow(2).sum(dim=(0, 2, 3))),  # [I]
-            ("stem_total", S.sum(dim=(0, 2, 3))),  # [I]
-        ):
+        signal, error = snr_sums(S, S_hat)  # [I] each
+        for key, value in (("signal", signal), ("error", error),
+                           ("stem_total", S.sum(dim=(0, 2, 3)))):  # [I]
             entry[key] = entry.get(key, 0.0) + value.double().numpy()
         # share[i, j]: the part of stem j's magnitude that output i keeps, sum M_i S_j / sum S_j
         masks = S_hat / batch["X"][:, None].clamp_min(1e-8)
@@ -172,9 +164,9 @@ def main() -> None:
         return torch.exp(sigma * torch.randn(like.shape, generator=generator))
 
     with torch.no_grad():
-        for batch in validation_batches(shard_set, fields, args.windows, args.seed, args.batch):
+        for batch in validation_windows(args, shard_set):
             X = batch["X"]  # [B, F, T]
-            S = stft(batch["stems"], center=False).abs()  # [B, I, F, T]
+            S = stem_magnitudes(batch["stems"])  # [B, I, F, T]
             A = batch["A"].float()
             irm = S / S.sum(dim=1, keepdim=True).clamp_min(1e-8)  # [B, I, F, T]
             candidates = {
@@ -201,19 +193,16 @@ def main() -> None:
     print(f"# L_sep on known separations: {args.shards} {args.split}, {args.windows} windows, "
           f"critic {args.transcriptor}, alpha2 {args.alpha2}, beta2 {args.beta2}\n")
     head = " | ".join(f"L_score {n}" for n in instruments)
-    snr = " | ".join(f"SNR {n}" for n in instruments)
-    print(f"| S_hat | L_sep | L_score | {head} | L_c-mix | L_h-mix | {snr} | SNR avg |")
+    print(f"| S_hat | L_sep | L_score | {head} | L_c-mix | L_h-mix | {snr_header(instruments)} |")
     print("|---|" + "---|" * (2 * n_inst + 5))
     for name, entry in results.items():
         terms = {k: np.mean([t[k] for t in entry["terms"]]) for k in entry["terms"][0]}
         per_source = np.mean(entry["per_source"], axis=0)
-        quality = magnitude_snr(entry["signal"], entry["error"])
+        quality = snr_db(entry["signal"], entry["error"])
         print(
             f"| {name} | {terms['total']:.3f} | {terms['score']:.3f} | "
             + " | ".join(f"{v:.3f}" for v in per_source)
-            + f" | {terms['cmix']:.3f} | {terms['hmix']:.3f} | "
-            + " | ".join(f"{v:.2f}" for v in quality)
-            + f" | {quality.mean():.2f} |"
+            + f" | {terms['cmix']:.3f} | {terms['hmix']:.3f} | {snr_cells(quality)} |"
         )
     print("\nWhere each stem's magnitude goes: row = output, column = stem, sum M_i S_j / sum S_j.\n")
     print("| S_hat | " + " | ".join(f"{o} <- {s}" for o in instruments for s in instruments) + " |")

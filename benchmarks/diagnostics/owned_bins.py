@@ -19,27 +19,20 @@ trainer's fixed validation windows:
    pitch-shifted by up to K semitones to collide (``owned_remix_shift``, finding 24).
 
 Usage:
-    python benchmarks/owned_bins.py --shards data g20=runs-bench/step3-ema-gamma20/best.pt
+    python -m benchmarks.diagnostics.owned_bins --shards data g20=runs-bench/step3-ema-gamma20/best.pt
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]  # `train` shadowing
+import numpy as np
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+from benchmarks.common import stem_magnitudes
+from benchmarks.diagnostics.validation_cli import validation_command, validation_windows
 
-from prep.features import DEFAULT_TOLERANCE_BINS, harmonic_mask, stft  # noqa: E402
-from train.data import validation_batches  # noqa: E402
-from train.losses import owned_bin_remix, owned_harmonic_bins, remix_indices  # noqa: E402
-
-sys.path.append(str(HERE))  # the shared options, once `train` is the package
-from validation_cli import validation_command  # noqa: E402
+if TYPE_CHECKING:
+    import torch
 
 # (frequency dilation in bins, solo-frame release tail in frames or None for no solo frames)
 VARIANTS = [(0, None), (1, None), (2, None), (0, 2), (0, 4), (1, 2)]
@@ -49,6 +42,8 @@ SHIFTS = (0, 1, 2, 3, 6, 12)  # owned_remix_shift K of the collision table
 def collided(S_syn: torch.Tensor) -> tuple[float, float]:
     """(magnitude in a collision, all magnitude) of remix sources S' [B, I, F, T]: the part of
     each source that another source's magnitude in the same bin covers."""
+    import torch
+
     others = S_syn.sum(dim=1, keepdim=True) - S_syn  # [B, I, F, T]
     return torch.minimum(S_syn, others).sum().item(), S_syn.sum().item()
 
@@ -57,6 +52,10 @@ def widened(A: torch.Tensor, Y: torch.Tensor, bins: int) -> torch.Tensor:
     """The shards' harmonic activity A, or with ``bins`` > 0 the same mask recomputed by
     ``prep.features.harmonic_mask`` with ``bins`` more bins of tolerance each side.
     A [B, I, F, T] bool, Y [B, I, 88, T] -> [B, I, F, T] bool."""
+    import torch
+
+    from prep.features import DEFAULT_TOLERANCE_BINS, harmonic_mask
+
     if bins == 0:
         return A.bool()
     rolls = Y.permute(0, 3, 1, 2).bool().numpy()  # [B, T, I, 88]
@@ -68,6 +67,8 @@ def widened(A: torch.Tensor, Y: torch.Tensor, bins: int) -> torch.Tensor:
 def solo_frames(Y: torch.Tensor, tail: int) -> torch.Tensor:
     """[B, I, T] bool: the score has instrument i alone at t, and nobody else in the ``tail``
     frames before (their release). Y [B, I, 88, T]."""
+    import torch.nn.functional as F
+
     active = Y.amax(dim=2).float()  # [B, I, T]
     if tail:
         active = F.max_pool1d(F.pad(active, (tail, 0)), tail + 1, stride=1)  # [B, I, T]
@@ -77,9 +78,12 @@ def solo_frames(Y: torch.Tensor, tail: int) -> torch.Tensor:
 
 def main() -> None:
     args, separators, shard_set = validation_command(__doc__)
+    import torch
+
+    from train.losses import owned_bin_remix, owned_harmonic_bins, remix_indices
+
     instruments = list(shard_set.instruments)
     n_inst = len(instruments)
-    fields = ("spec", "roll", "harmonic_mask", "stems")
 
     def zeros() -> torch.Tensor:
         return torch.zeros(n_inst, dtype=torch.float64)
@@ -91,9 +95,9 @@ def main() -> None:
     collisions = {k: [0.0, 0.0] for k in SHIFTS}
     donor_draw = torch.Generator().manual_seed(args.seed)
     with torch.no_grad():
-        for batch in validation_batches(shard_set, fields, args.windows, args.seed, args.batch):
+        for batch in validation_windows(args, shard_set):
             X, A, Y = batch["X"], batch["A"], batch["Y"]  # [B, F, T], [B, I, F, T], [B, I, 88, T]
-            S = stft(batch["stems"], center=False).abs().double()  # [B, I, F, T]
+            S = stem_magnitudes(batch["stems"]).double()  # [B, I, F, T]
             stem_total += S.sum(dim=(0, 2, 3))
             for bins, tail in VARIANTS:
                 U = owned_harmonic_bins(widened(A, Y, bins))  # [B, I, F, T]

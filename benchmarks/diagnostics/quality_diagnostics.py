@@ -15,32 +15,17 @@ Prints, on the whole tracks of a split (SI-SDR with the evaluation's protocol):
    harmonic partition and the mixture as every source.
 
 Usage:
-    python benchmarks/quality_diagnostics.py --shards data --split test
+    python -m benchmarks.diagnostics.quality_diagnostics --shards data --split test
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-# Run as a script, this folder comes first on sys.path and benchmarks/prep.py would shadow `prep`.
-HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+import numpy as np
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from prep.features import SAMPLE_RATE, harmonic_mask, stft  # noqa: E402
-from prep.shards import ShardSet  # noqa: E402
-from train import losses as L  # noqa: E402
-from train.evaluate import (  # noqa: E402
-    oracle_ratio_masks,
-    segment_bounds,
-    segment_si_sdr,
-    silent_segments,
-)
-from train.inference import masks_to_waveforms  # noqa: E402
+from benchmarks.common import description, stem_magnitudes
 
 
 def harmonic_partition(A: np.ndarray) -> np.ndarray:
@@ -64,6 +49,8 @@ def shift(A: np.ndarray, frames: int) -> np.ndarray:
 def variant_mask(roll: np.ndarray, n_harmonics: int, tolerance: int, release: int) -> np.ndarray:
     """A [I, F, T] from a roll [T, I, 88] with L harmonics, +-tolerance bins, and each note
     held ``release`` frames past its offset (the synthesiser's release tail)."""
+    from prep.features import harmonic_mask
+
     held = np.asarray(roll, dtype=bool).copy()
     for k in range(1, release + 1):
         held[k:] |= roll[:-k].astype(bool)
@@ -72,7 +59,7 @@ def variant_mask(roll: np.ndarray, n_harmonics: int, tolerance: int, release: in
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--shards", type=Path, default=Path("data"))
     parser.add_argument("--split", default="test")
     parser.add_argument("--max-tracks", type=int, default=None)
@@ -84,6 +71,18 @@ def main() -> None:
         help="harmonic-mask variants L:tolerance:release_frames to score the partition of",
     )
     args = parser.parse_args()
+    import torch
+
+    from prep.features import SAMPLE_RATE, stft
+    from prep.shards import ShardSet
+    from train import losses as L
+    from train.evaluate import (
+        oracle_ratio_masks,
+        segment_bounds,
+        segment_si_sdr,
+        silent_segments,
+    )
+    from train.inference import masks_to_waveforms
 
     shard_set = ShardSet(args.shards, args.split)
     instruments = list(shard_set.instruments)
@@ -103,7 +102,7 @@ def main() -> None:
         A = np.transpose(track["harmonic_mask"], (1, 2, 0))  # [I, F, T]
         with torch.no_grad():
             mix_spec = stft(torch.from_numpy(mix))  # [F, T]
-            S = stft(torch.from_numpy(stems)).abs().numpy()  # [I, F, T]
+            S = stem_magnitudes(torch.from_numpy(stems), center=True).numpy()  # [I, F, T]
         X = mix_spec.abs().numpy()
         if A.shape[-1] != X.shape[-1]:
             raise SystemExit(f"track {index}: mask has {A.shape[-1]} frames, STFT {X.shape[-1]}")

@@ -14,7 +14,7 @@ Several metrics files (evaluations of the same split in parts) are merged: each 
 from the first file that has it.
 
 Usage:
-    python benchmarks/quality_report.py reports/bench/metrics.json [more metrics.json ...]
+    python -m benchmarks.diagnostics.quality_report reports/bench/metrics.json [more metrics.json ...]
 """
 
 from __future__ import annotations
@@ -26,13 +26,9 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-# Run as a script, this folder comes first on sys.path and benchmarks/train.py would shadow `train`.
-HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from train.evaluate import MIXTURE_SYSTEM, ORACLE_SYSTEM, PAPER_TABLE1  # noqa: E402
+from benchmarks.common import description
 
 SEED = re.compile(r"^(?P<base>.+?)-seed(?P<seed>\d+)$")
 
@@ -77,7 +73,7 @@ def merged(paths: list[Path]) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("metrics", type=Path, nargs="+")
     parser.add_argument(
         "--best", help="the step-3 system of the gain ratio and orderings [the best step3* by avg]"
@@ -87,6 +83,8 @@ def main() -> None:
         help="the supervised system to compare with (give it the same update budget as --best)",
     )
     args = parser.parse_args()
+    from train.evaluate import MIXTURE_SYSTEM, ORACLE_SYSTEM, PAPER_TABLE1
+
     metrics = merged(args.metrics)
     instruments = ["bass", "guitar", "piano"]
     table = pooled(metrics["separation"]["systems"])

@@ -13,27 +13,19 @@ split, of the interpolated splits, and of each ``NAME=PATH`` separator, as is an
 outputs renormalised over the instruments whose harmonics reach the bin.
 
 Usage:
-    python benchmarks/shared_bins.py --shards data \\
+    python -m benchmarks.diagnostics.shared_bins --shards data \\
         gamma40=runs-bench/step3-ema-gamma40/best.pt supervised=runs-bench/supervised-14epochs-ema/best.pt
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]  # `train` shadowing
+from benchmarks.common import snr_cells, snr_db, snr_header, stem_magnitudes
+from benchmarks.diagnostics.validation_cli import validation_command, validation_windows
 
-import torch  # noqa: E402
-from torch import Tensor  # noqa: E402
-
-from prep.features import stft  # noqa: E402
-from train.data import validation_batches  # noqa: E402
-from train.losses import owned_harmonic_bins  # noqa: E402
-
-sys.path.append(str(HERE))  # the shared options, once `train` is the package
-from validation_cli import validation_command  # noqa: E402
+if TYPE_CHECKING:
+    from torch import Tensor
 
 TIME_GAPS = (4, 16, 64)  # frames (32 ms each) a known value may be carried over
 FREQ_GAP = 6  # bins (7.8 Hz each)
@@ -43,6 +35,8 @@ def nearest_known(values: Tensor, known: Tensor, dim: int, max_gap: int) -> tupl
     """Fill every position of ``values`` from the nearest ``known`` positions along ``dim``:
     log-linear interpolation between the known neighbours on both sides when both lie within
     ``max_gap``, the one neighbour when only one does. Returns (estimate, available)."""
+    import torch
+
     n = values.shape[dim]
     shape = [1] * values.dim()
     shape[dim] = n
@@ -73,8 +67,11 @@ def proportional_split(X: Tensor, A: Tensor, E: Tensor) -> Tensor:
 
 def main() -> None:
     args, separators, shard_set = validation_command(__doc__)
+    import torch
+
+    from train.losses import owned_harmonic_bins
+
     instruments = list(shard_set.instruments)
-    fields = ("spec", "roll", "harmonic_mask", "stems")
     signal = torch.zeros(len(instruments))
     errors: dict[str, Tensor] = {}
     stem_energy = 0.0
@@ -84,9 +81,9 @@ def main() -> None:
         errors[name] = errors.get(name, 0) + error
 
     with torch.no_grad():
-        for batch in validation_batches(shard_set, fields, args.windows, args.seed, args.batch):
+        for batch in validation_windows(args, shard_set):
             X, A = batch["X"], batch["A"].bool()  # [B, F, T], [B, I, F, T]
-            S = stft(batch["stems"], center=False).abs()  # [B, I, F, T]
+            S = stem_magnitudes(batch["stems"])  # [B, I, F, T]
             shared = (A & (A.sum(dim=1, keepdim=True) > 1)).float()  # [B, I, F, T]
             owned = owned_harmonic_bins(A)  # [B, I, F, T]
             signal += (S.square() * shared).sum(dim=(0, 2, 3))
@@ -111,13 +108,10 @@ def main() -> None:
     print(f"# Bins two instruments' harmonics share: {args.shards} {args.split}, {args.windows} "
           f"windows (seed {args.seed})\n")
     print(f"They hold {signal.sum().item() / stem_energy:.1%} of the stems' energy.\n")
-    print("| split of the shared bins | " + " | ".join(f"SNR {i}" for i in instruments)
-          + " | SNR avg |")
+    print(f"| split of the shared bins | {snr_header(instruments)} |")
     print("|---|" + "---|" * (len(instruments) + 1))
     for name, error in errors.items():
-        snr = 10 * torch.log10(signal / error.clamp_min(1e-12))
-        print(f"| {name} | " + " | ".join(f"{v:.2f}" for v in snr.tolist())
-              + f" | {snr.mean().item():.2f} |")
+        print(f"| {name} | {snr_cells(snr_db(signal, error))} |")
 
 
 if __name__ == "__main__":

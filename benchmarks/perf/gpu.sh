@@ -1,13 +1,13 @@
 #!/bin/bash
 # The trainer on one CUDA GPU, paper preset (B=256, H=512, batch 16): windows/s, data-wait share
-# and peak GPU memory of every system (benchmarks/train.py), on a synthetic shard set made on
-# the spot (32 tracks x 30 s, every core). Runs on a bare CUDA image: needs python3 with torch,
-# h5py, numpy, joblib, tqdm, pyyaml, pytest (no dvclive: --no-dvclive).
+# and peak GPU memory of every system (benchmarks.perf.train_throughput), on a synthetic shard
+# set made on the spot (32 tracks x 30 s, every core). Runs on a bare CUDA image: needs python3
+# with torch, h5py, numpy, joblib, tqdm, pyyaml, pytest (no dvclive: --no-dvclive).
 #
-#   bash benchmarks/gpu.sh [OUTDIR]     # default runs/bench/gpu; ~6 min on one H200
+#   bash benchmarks/perf/gpu.sh [OUTDIR]     # default runs/bench/gpu; ~6 min on one H200
 #
 # OUTDIR gets all.log (every pass's output, as it goes), util.csv (GPU utilisation every 0.5 s)
-# and NAME.json per pass (benchmarks/train.py's JSON). Passes, most important first:
+# and NAME.json per pass (benchmarks.perf.train_throughput's JSON). Passes, most important first:
 #   1. paper-w6: all systems, bf16 autocast, 6 loader workers (params/paper.yaml)
 #   2. paper-w2, paper-w12: step1 and step3 with 2 and 12 workers (is the GPU waiting for data?)
 #   3. paper-w6-fp32: steps 1-3 without autocast
@@ -15,13 +15,13 @@ set -u
 OUT=${1:-runs/bench/gpu}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
-cd "$(dirname "$0")/.."
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}  # the project need not be installed there
+cd "$(dirname "$0")/../.."  # the repository root: `python -m` finds benchmarks, prep and train
+# there, so the project need not be installed
 export PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
 LOG=$OUT/all.log
 SYN=${SYNTHETIC:-/tmp/scorecritic-bench-shards}
-# smoke test elsewhere: DEVICE=cpu PRESET=tiny STEPS=2 TRACKS=4 bash benchmarks/gpu.sh /tmp/g
+# smoke test elsewhere: DEVICE=cpu PRESET=tiny STEPS=2 TRACKS=4 bash benchmarks/perf/gpu.sh /tmp/g
 STEPS=${STEPS:-80} DEVICE=${DEVICE:-cuda} PRESET=${PRESET:-paper} TRACKS=${TRACKS:-32}
 {
     date
@@ -35,11 +35,11 @@ nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -lms 5
 UTIL=$!
 trap 'kill $UTIL 2>/dev/null' EXIT
 
-bench() {  # bench NAME ARGS...: one benchmarks/train.py pass, its output appended to the log
+bench() {  # bench NAME ARGS...: one train_throughput pass, its output appended to the log
     local name=$1
     shift
     echo "== $name: $* ($(date +%T))" | tee -a "$LOG"
-    $PY benchmarks/train.py --preset "$PRESET" --device "$DEVICE" --steps "$STEPS" \
+    $PY -m benchmarks.perf.train_throughput --preset "$PRESET" --device "$DEVICE" --steps "$STEPS" \
         --no-dvclive --synthetic "$SYN" --train-tracks "$TRACKS" --seconds 30 \
         --json "$OUT/$name.json" "$@" 2>&1 | tee -a "$LOG" | grep -v -e "^\[" -e "Warning" \
         -e "check_worker_number_rationality"  # the tables (or the error), not the epochs

@@ -22,41 +22,38 @@ process (= one DataLoader worker) and per wall-second of a 1-worker DataLoader:
   per window, ``soundfile`` partial reads (start/stop) of the selected stems' FLACs, resampy to
   16 kHz, sum, STFT, ``pretty_midi`` parse of the stems' MIDI, piano rolls, harmonic masks.
 
-    .venv/bin/python benchmarks/loading.py [--copies 5] [--windows 2000] [--repeats 3]
+    .venv/bin/python -m benchmarks.perf.loading [--copies 5] [--windows 2000] [--repeats 3]
         [--corpus /tmp/bench/corpus30] [--fly-windows 30] [--json PATH]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
-import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pretty_midi
-import soundfile as sf
-import torch
 
-# Run as a script, this file's folder comes first on sys.path, and benchmarks/prep.py would
-# shadow the `prep` package: drop the folder before importing it.
-HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
-from prep import features as F  # noqa: E402
-from prep import shards as S  # noqa: E402
+from benchmarks.common import ROOT, add_json_option, description, machine, write_json
 
-FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "Track00001" / "all_src.mid"
+if TYPE_CHECKING:
+    from prep import shards as S
+
+FIXTURE = ROOT / "tests" / "fixtures" / "Track00001" / "all_src.mid"
 SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
 CLASSES = {"piano": range(0, 8), "guitar": range(24, 32), "bass": range(32, 40)}
 
 
 def render_fixture() -> tuple[np.ndarray, np.ndarray]:
     """Mixture audio and roll [T, 3, 88] of the fixture's piano/guitar/bass parts."""
+    import pretty_midi
+
+    from prep import features as F
+
     midi = pretty_midi.PrettyMIDI(str(FIXTURE))
     parts = {name: pretty_midi.PrettyMIDI() for name in CLASSES}
     for inst in midi.instruments:
@@ -87,6 +84,9 @@ def render_fixture() -> tuple[np.ndarray, np.ndarray]:
 
 
 def make_tracks(copies: int) -> list[S.TrackArrays]:
+    from prep import features as F
+    from prep import shards as S
+
     mix, roll = render_fixture()
     spec = F.magnitude_spectrogram(mix)
     mask = F.harmonic_mask(roll)
@@ -100,6 +100,8 @@ def make_tracks(copies: int) -> list[S.TrackArrays]:
 
 
 def layouts() -> dict[str, S.StorageLayout]:
+    from prep import shards as S
+
     def layout(chunk: int, spec: str, masks: str, bitpack: bool = True) -> S.StorageLayout:
         codecs = {"mix": "none", "stems": "none", "spec": spec}
         codecs.update({name: masks for name in ("roll", "harmonic_mask", "activity")})
@@ -120,6 +122,9 @@ def layouts() -> dict[str, S.StorageLayout]:
 def measure(
     name: str, layout: S.StorageLayout, tracks, folder: Path, windows: int, repeats: int
 ) -> dict:
+    from prep import features as F
+    from prep import shards as S
+
     out = folder / name.replace(" ", "_").replace("=", "-").replace(",", "")
     start = time.perf_counter()
     with S.ShardWriter(
@@ -226,6 +231,8 @@ def loader_wall_rate(shards: S.ShardSet, windows: list, batch: int = 8) -> float
 
 def raw_mmap_reader(shards: S.ShardSet, windows: list, folder: Path):
     """The physical limit: the same delivered bytes copied from uncompressed np.memmap files."""
+    from prep import features as F
+
     arrays = []
     for index in range(len(shards)):
         track = shards.read_track(index, FIELDS)
@@ -252,6 +259,8 @@ def raw_mmap_reader(shards: S.ShardSet, windows: list, folder: Path):
 
 def window_bytes(shards: S.ShardSet) -> int:
     """Bytes of one window as delivered: spec f32, roll, mask and activity as bools."""
+    from prep import features as F
+
     instruments = len(shards.instruments)
     return F.WINDOW_FRAMES * (4 * F.N_BINS + instruments * (F.N_PITCHES + F.N_BINS + 1))
 
@@ -259,8 +268,12 @@ def window_bytes(shards: S.ShardSet) -> int:
 def on_the_fly_reader(corpus: Path, shards: S.ShardSet, windows: list):
     """What users do without a feature cache: decode, resample, sum, STFT, parse MIDI, build
     rolls and masks for every window (soundfile start/stop reads, resampy, pretty_midi)."""
+    import pretty_midi
     import resampy
+    import soundfile as sf
+    import torch
 
+    from prep import features as F
     from prep.build import plan_track
     from prep.slakh import find_tracks, load_instrument_map, parse_instruments
 
@@ -308,6 +321,9 @@ def on_the_fly_reader(corpus: Path, shards: S.ShardSet, windows: list):
 
 def storage(corpus: Path, folder: Path) -> dict:
     """Bytes per audio-hour of the train split with and without stems, and raw float32."""
+    from prep import features as F
+    from prep import shards as S
+
     result = {}
     for stems in ("none", "all"):
         out = build_corpus_shards(corpus, folder / f"stems-{stems}", stems)
@@ -329,6 +345,9 @@ def storage(corpus: Path, folder: Path) -> dict:
 def compare_paths(corpus: Path, folder: Path, windows: int, fly_windows: int,
                   repeats: int) -> dict:
     """Windows/CPU-s of the shard reader, the raw-mmap limit and on-the-fly decoding."""
+    from prep import features as F
+    from prep import shards as S
+
     out = build_corpus_shards(corpus, folder / "paths", "eval")
     shards = S.ShardSet(out, "train", verify_checksums=False)
     picks = random_windows(shards, windows, seed=1)
@@ -365,7 +384,7 @@ def compare_paths(corpus: Path, folder: Path, windows: int, fly_windows: int,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--copies", type=int, default=5, help="tracks (copies of the fixture)")
     parser.add_argument("--windows", type=int, default=2000, help="random windows to time")
     parser.add_argument("--repeats", type=int, default=3, help="timed passes (median is kept)")
@@ -374,10 +393,13 @@ def main() -> None:
     parser.add_argument("--fly-windows", type=int, default=30,
                         help="windows decoded on the fly (slow)")
     parser.add_argument("--skip-sweep", action="store_true", help="only the path comparison")
-    parser.add_argument("--json", type=Path, default=Path("runs/bench/loading.json"))
+    add_json_option(parser, Path("runs/bench/loading.json"))
     args = parser.parse_args()
-    result: dict = {"date": time.strftime("%Y-%m-%d %H:%M"), "nproc": os.cpu_count(),
-                    "load": os.getloadavg(), "windows": args.windows, "repeats": args.repeats,
+    import torch
+
+    from prep import shards as S
+
+    result: dict = {**machine(), "windows": args.windows, "repeats": args.repeats,
                     "default_layout": {"chunk_frames": S.DEFAULT_LAYOUT.chunk_frames,
                                        "compression": dict(S.DEFAULT_LAYOUT.compression),
                                        "bitpack_mask": S.DEFAULT_LAYOUT.bitpack_mask}}
@@ -423,9 +445,7 @@ def main() -> None:
               f"(raw {st['raw_gb_per_hour_stems_none']:.3f}), "
               f"{st['gb_per_hour_stems_all']:.3f} with stems "
               f"(raw {st['raw_gb_per_hour_stems_all']:.3f})")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    write_json(args.json, result)
 
 
 if __name__ == "__main__":

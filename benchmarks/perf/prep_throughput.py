@@ -19,7 +19,7 @@ Measured:
 * ``workers``: wall time and per-worker CPU with ``--workers 1`` and ``2`` (small shards so
   there is something to parallelise).
 
-    .venv/bin/python benchmarks/prep.py [--corpus /tmp/bench/corpus30]
+    .venv/bin/python -m benchmarks.perf.prep_throughput [--corpus /tmp/bench/corpus30]
         [--long-corpus /tmp/bench/corpus6min] [--repeats 3] [--json runs/bench/prep.json]
 
 Missing corpora are rendered first (30 x 60 s and 1 x 360 s, seed 0; about a minute).
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import shutil
 import statistics
@@ -39,10 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
-# Run as a script, this file's folder comes first on sys.path and its name shadows the `prep`
-# package: drop the folder before importing it.
-HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+from benchmarks.common import add_json_option, description, machine, write_json
 
 STAGES = ("decode", "resample", "midi_roll", "stft", "harmonic_mask", "write")
 INSTRUMENTS = "piano,guitar,bass"
@@ -148,9 +144,9 @@ def _stem_seconds(corpus: Path) -> float:
 
 
 def run_child(kind: str, **kwargs) -> dict:
-    """Run ``child_<kind>(**kwargs)`` in a fresh interpreter (this script with ``--child``)."""
+    """Run ``child_<kind>(**kwargs)`` in a fresh interpreter (this module with ``--child``)."""
     result = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--child", kind, json.dumps(kwargs)],
+        [sys.executable, "-m", __spec__.name, "--child", kind, json.dumps(kwargs)],
         check=True, capture_output=True, text=True,
     )
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -230,18 +226,17 @@ def main() -> None:
     if len(sys.argv) == 4 and sys.argv[1] == "--child":
         child_main(sys.argv[2], sys.argv[3])
         return
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--corpus", type=Path, default=Path("/tmp/bench/corpus30"))
     parser.add_argument("--long-corpus", type=Path, default=Path("/tmp/bench/corpus6min"))
     parser.add_argument("--kaiser-tracks", type=int, default=6,
                         help="tracks for the resampy kaiser_best comparison (it is slow)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--json", type=Path, default=Path("runs/bench/prep.json"))
+    add_json_option(parser, Path("runs/bench/prep.json"))
     args = parser.parse_args()
     corpus = ensure_corpus(args.corpus, 30, 60.0)
     long_corpus = ensure_corpus(args.long_corpus, 1, 360.0)
-    result: dict = {"date": time.strftime("%Y-%m-%d %H:%M"), "nproc": os.cpu_count(),
-                    "load": os.getloadavg(), "repeats": args.repeats}
+    result: dict = {**machine(), "repeats": args.repeats}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         small = sub_corpus(corpus, args.kaiser_tracks, tmp / "sub")
@@ -270,9 +265,7 @@ def main() -> None:
         result["workers"]["speedup_wall"] = w1["wall_s"] / w2["wall_s"]
         result["workers"]["cpu_2_over_1"] = w2["cpu_s"] / w1["cpu_s"]
     print_tables(result)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    write_json(args.json, result)
 
 
 def print_tables(result: dict) -> None:

@@ -15,7 +15,7 @@ again. Training: ``train step1`` on the built shards is killed at random optimis
 checkpoint writes, resumed with ``--resume`` (or restarted when no ``last.pt`` exists yet)
 until it finishes, and its final weights must be bit-equal to an uninterrupted run's.
 
-    .venv/bin/python benchmarks/soak.py [--prep-kills 40] [--train-kills 12] [--seed 0]
+    .venv/bin/python -m benchmarks.perf.soak [--prep-kills 40] [--train-kills 12] [--seed 0]
         [--json runs/soak.json]
 
 Prints the counts (faults injected, kills that hit, survived, violations, tracks lost) and
@@ -38,14 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]  # `train` shadowing
-import h5py  # noqa: E402
-import torch  # noqa: E402
-
-from prep.faults import ENV_VAR  # noqa: E402
-from prep.shards import read_attrs, read_manifest, verify  # noqa: E402
-from prep.synth import synth_slakh  # noqa: E402
+from benchmarks.common import add_json_option, description, write_json
 
 BIN = Path(sys.executable).parent
 PREP_POINTS = ("track-processed", "shard-write", "shard-rename", "shard-renamed",
@@ -64,6 +57,8 @@ def sha256(path: Path) -> str:
 def run_killed(command: list[str], fault: str | None, delay: float | None,
                timeout: float = 600) -> int:
     """Run ``command``; SIGKILL it at ``fault`` (env hook) or after ``delay`` s; return code."""
+    from prep.faults import ENV_VAR
+
     env = {k: v for k, v in os.environ.items() if k != ENV_VAR}
     if fault:
         env[ENV_VAR] = fault
@@ -84,6 +79,10 @@ def shard_contents(path: Path) -> dict[str, Any]:
     """Every dataset's bytes and every attribute of a shard (h5py's LZF filter can compress the
     same chunk to different bytes in two processes, so contents, not file hashes, are
     compared with the reference; each file must still match its own recorded SHA-256)."""
+    import h5py
+
+    from prep.shards import read_attrs
+
     with h5py.File(path, "r") as handle:
         contents = {"/": json.dumps(read_attrs(handle), sort_keys=True, default=str)}
 
@@ -103,6 +102,8 @@ def without_checksums(manifest: dict[str, Any]) -> dict[str, Any]:
 
 def check_prep_state(out: Path, clean: Path) -> list[str]:
     """What a killed build left must never look complete unless it is: violations."""
+    from prep.shards import read_manifest, verify
+
     problems = []
     for path in out.glob("*/*.h5"):
         try:
@@ -132,6 +133,9 @@ def check_prep_state(out: Path, clean: Path) -> list[str]:
 
 
 def soak_prep(work: Path, kills: int, rng: random.Random) -> dict[str, Any]:
+    from prep.shards import read_manifest, verify
+    from prep.synth import synth_slakh
+
     corpus, clean, out = work / "corpus", work / "clean", work / "out"
     synth_slakh(corpus, tracks=6, seconds=4.0, seed=1, progress=False)
     base = [str(BIN / "prep"), "build-shards", "--slakh-root", str(corpus), "--shard-size-mb",
@@ -178,6 +182,8 @@ def soak_prep(work: Path, kills: int, rng: random.Random) -> dict[str, Any]:
 
 
 def soak_train(work: Path, kills: int, rng: random.Random) -> dict[str, Any]:
+    import torch
+
     params = work / "params.yaml"
     params.write_text(PARAMS)
     shards = work / "clean"
@@ -216,11 +222,11 @@ def soak_train(work: Path, kills: int, rng: random.Random) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--prep-kills", type=int, default=40)
     parser.add_argument("--train-kills", type=int, default=12)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", type=Path, default=Path("runs/soak.json"))
+    add_json_option(parser, Path("runs/soak.json"))
     args = parser.parse_args()
     rng = random.Random(args.seed)
     start = time.perf_counter()
@@ -241,9 +247,7 @@ def main() -> None:
               f"kills hit ({train_stats['by_point']}), final weights bit-equal: "
               f"{train_stats['final_weights_bit_equal']}")
     print(f"wall {result['wall_s']} s")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    write_json(args.json, result)
     failed = (prep_stats["violations"] or prep_stats["tracks_lost"]
               or (train_stats and not train_stats["final_weights_bit_equal"]))
     raise SystemExit(1 if failed else 0)

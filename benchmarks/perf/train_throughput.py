@@ -31,17 +31,16 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-import torch
+from benchmarks.common import (
+    ROOT,
+    add_json_option,
+    description,
+    machine,
+    synthetic_track,
+    test_data,
+    write_json,
+)
 
-# Run as a script, this file's folder comes first on sys.path and its name shadows the `train`
-# package: drop the folder before importing it.
-HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
-from train.config import loss_preset, model_preset, train_preset  # noqa: E402
-from train.trainer import SPECS, run  # noqa: E402
-
-ROOT = HERE.parent
 SYSTEMS = [  # (run name, trainer step, loss preset, extra LossConfig settings)
     ("step1", "step1", "step1", {}),
     ("step2", "step2", "step2", {}),
@@ -57,22 +56,18 @@ def synthetic_shards(root: Path, n_train: int = 4, seconds: float = 20.0) -> Pat
     exists (written last) is reused."""
     if (root / "manifest.json").is_file():
         return root
-    sys.path.insert(0, str(ROOT / "tests"))
     from joblib import Parallel, delayed
-    from test_data import INSTRUMENTS, synthetic_track_arrays
 
     from prep.features import FeatureParams
     from prep.shards import ShardWriter, manifest_from_shards, write_manifest
 
-    def track(split_index: int, k: int, track_id: str):
-        rng = np.random.default_rng([split_index, k])
-        return synthetic_track_arrays(rng, seconds, track_id)
-
+    instruments = test_data().INSTRUMENTS
     for split_index, (split, count) in enumerate((("train", n_train), ("validation", 2))):
         tracks = Parallel(n_jobs=min(count, os.cpu_count() or 1))(
-            delayed(track)(split_index, k, f"Track{split[0]}{k:03d}") for k in range(count))
+            delayed(synthetic_track)(split_index, k, seconds, f"Track{split[0]}{k:03d}")
+            for k in range(count))
         with ShardWriter(root / split / f"{split}-00000.h5", split=split,
-                         instruments=list(INSTRUMENTS), feature_params=FeatureParams(),
+                         instruments=list(instruments), feature_params=FeatureParams(),
                          source={"source_corpus": "synthetic-bench", "split_scheme": "test"}
                          ) as writer:
             for arrays in tracks:
@@ -92,6 +87,11 @@ def measure(shards: Path, runs: Path, steps: int, workers: int, device: str,
     step 3 find the checkpoints of the earlier steps (a system left out of ``systems`` still
     runs, untimed, when a later one needs its checkpoint). ``bf16``: autocast on CUDA.
     """
+    import torch
+
+    from train.config import loss_preset, model_preset, train_preset
+    from train.trainer import SPECS, run
+
     train_cfg = replace(train_preset("tiny"), steps_per_epoch=steps, max_epochs=2,
                         num_workers=workers, device=device, val_windows=8,
                         batch_size=batch_size, bf16=bf16)
@@ -154,7 +154,7 @@ def measure_ddp(shards: Path, runs: Path, steps: int, batch_size: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--shards", type=Path, default=None, help="shard root (default: synthetic)")
     parser.add_argument("--synthetic", type=Path, default=None,
                         help="keep the synthetic shard set here (written once, then reused)")
@@ -176,16 +176,19 @@ def main() -> None:
                         help="also run every system with this many torch threads forced "
                              "(e.g. nproc, torch's default before the trainer chose)")
     parser.add_argument("--ddp", action="store_true", help="also time 2-process DDP step1")
-    parser.add_argument("--json", type=Path, default=Path("runs/bench/train.json"))
+    add_json_option(parser, Path("runs/bench/train.json"))
     args = parser.parse_args()
+    import torch
+
+    from train.config import train_preset
+
     batch_size = args.batch_size or train_preset(args.preset).batch_size
     systems = tuple(args.systems.split(","))
     unknown = set(systems) - {name for name, *_ in SYSTEMS}
     if unknown:
         parser.error(f"unknown systems {sorted(unknown)}")
     cuda = args.device != "cpu" and torch.cuda.is_available()
-    result: dict = {"date": time.strftime("%Y-%m-%d %H:%M"), "nproc": os.cpu_count(),
-                    "load": os.getloadavg(), "device": args.device,
+    result: dict = {**machine(), "device": args.device,
                     "gpu": torch.cuda.get_device_name() if cuda else None,
                     "torch": torch.__version__, "preset": args.preset,
                     "bf16": not args.fp32, "workers": args.workers, "batch_size": batch_size,
@@ -227,9 +230,7 @@ def main() -> None:
         print(f"DDP step1 (gloo, 1 worker each): 1 process {ddp['1']['windows_per_s']:.1f} "
               f"windows/s, 2 processes {ddp['2']['windows_per_s']:.1f} windows/s "
               f"({ddp['speedup']:.2f}x)")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    write_json(args.json, result)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,87 @@
+"""The benchmarks (benchmarks/perf, benchmarks/diagnostics) run as modules from the repository
+root: each answers ``python -m benchmarks.<kind>.<name> --help`` with its usage, none edits
+``sys.path`` or is named like a package it would shadow, and importing them loads neither torch
+nor ``prep`` nor ``train`` (those load once the command line is parsed), so ``--help`` is instant
+and does not depend on the trainer's API. A new script is found by pkgutil and checked too.
+"""
+
+from __future__ import annotations
+
+import pkgutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = ROOT / "benchmarks"
+KINDS = ("perf", "diagnostics")
+# modules of shared code, not scripts: they have no command line of their own
+HELPERS = {"benchmarks.diagnostics.validation_cli"}
+
+
+def benchmark_modules() -> list[str]:
+    """Every module under benchmarks/perf and benchmarks/diagnostics, by dotted name."""
+    return sorted(
+        info.name
+        for kind in KINDS
+        for info in pkgutil.iter_modules([str(BENCHMARKS / kind)], f"benchmarks.{kind}.")
+    )
+
+
+MODULES = benchmark_modules()
+SCRIPTS = [name for name in MODULES if name not in HELPERS]
+
+
+def test_modules_found():
+    assert "benchmarks.perf.train_throughput" in SCRIPTS
+    assert "benchmarks.diagnostics.separator_snr" in SCRIPTS
+    assert HELPERS <= set(MODULES), "a helper listed here is gone: update HELPERS"
+
+
+@pytest.mark.parametrize("module", SCRIPTS)
+def test_help(module: str):
+    result = subprocess.run(
+        [sys.executable, "-m", module, "--help"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    first = result.stdout.splitlines()[0] if result.stdout else ""
+    assert first.startswith("usage:"), result.stdout + result.stderr
+    assert module.rsplit(".", 1)[-1] in first
+
+
+def test_importing_loads_no_torch_prep_or_train():
+    code = (
+        "import importlib, sys\n"
+        f"for name in {MODULES!r}:\n"
+        "    importlib.import_module(name)\n"
+        "print(sorted(m for m in ('torch', 'prep', 'train') if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]", (
+        "a benchmark imports these at module level; import them inside main(), after "
+        f"parse_args: {result.stdout}"
+    )
+
+
+def benchmark_files() -> list[Path]:
+    return sorted(p for p in BENCHMARKS.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+
+
+def test_no_benchmark_edits_sys_path():
+    offenders = [str(p.relative_to(ROOT)) for p in benchmark_files()
+                 if "sys.path" in p.read_text(errors="replace")]
+    assert offenders == []
+
+
+def test_no_benchmark_named_like_a_package():
+    packages = {p.parent.name for p in ROOT.glob("*/__init__.py")}
+    assert {"prep", "train"} <= packages
+    shadowing = [str(p.relative_to(ROOT)) for p in benchmark_files()
+                 if p.suffix == ".py" and p.stem in packages]
+    assert shadowing == []
