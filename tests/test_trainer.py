@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import multiprocessing
 import shutil
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,11 +16,15 @@ from click.testing import CliRunner
 from test_data import write_synthetic_shards
 
 import train.losses as L
+from train.assemble import TrainingError
 from train.cli import main as cli
-from train.config import ModelConfig, TrainConfig, loss_preset
+from train.config import ModelConfig, RunConfig, TrainConfig
 from train.data import to_device
 from train.model import load_model
-from train.trainer import SPECS, Trainer, TrainingError, run
+from train.pipeline import run
+from train.recipes import Resolved, get_recipe, resolve
+from train.steps import SPECS
+from train.trainer import Trainer
 
 # Very small nets keep every run to a few seconds on 2 cores.
 MODEL = ModelConfig(bottleneck_channels=16, hidden_channels=32, blocks_per_repeat=4, repeats=1)
@@ -28,12 +32,30 @@ PARAMS = """\
 model: {bottleneck_channels: 16, hidden_channels: 32, blocks_per_repeat: 4, repeats: 1}
 train: {val_windows: 8, num_workers: 0, device: cpu, batch_size: 4, window_frames: 64}
 """
+TRAIN = dict(batch_size=4, steps_per_epoch=8, max_epochs=2, num_workers=0, val_windows=8,
+             device="cpu", seed=0, window_frames=64)  # 2-s windows: half the compute
 
 
 def _train_cfg(**kw) -> TrainConfig:
-    base = dict(batch_size=4, steps_per_epoch=8, max_epochs=2, num_workers=0, val_windows=8,
-                device="cpu", seed=0, window_frames=64)  # 2-s windows: half the compute
-    return TrainConfig(**{**base, **kw})
+    return TrainConfig(**{**TRAIN, **kw})
+
+
+def recipe_config(recipe: str, model: dict | None = None, **sections: dict) -> Resolved:
+    """``recipe`` with the tests' tiny nets and budgets; ``sections`` override on top
+    (``train={...}``, ``anchor={...}``)."""
+    params = {
+        "model": {**dataclasses.asdict(MODEL), **(model or {})},
+        "train": {**TRAIN, **sections.pop("train", {})},
+        **sections,
+    }
+    return resolve(get_recipe(recipe), "tiny", params)
+
+
+def run_recipe(recipe: str, shards: Path, out: Path, model: dict | None = None,
+               sections: dict | None = None, **kw):
+    """Train ``recipe`` (tiny nets) into ``out`` without a progress bar."""
+    kw.setdefault("progress", False)
+    return run(recipe_config(recipe, model, **(sections or {})), shards, out, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -44,11 +66,12 @@ def shards(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def runs(shards, tmp_path_factory) -> Path:
-    """runs/step1 and runs/step2 trained briefly, as later steps expect them."""
+    """runs/step1, runs/step2 and runs/scorecritic-step2 trained briefly, as later steps
+    expect them."""
     root = tmp_path_factory.mktemp("runs")
-    cfg = _train_cfg(max_epochs=1, steps_per_epoch=6)
-    run("step1", shards, cfg, MODEL, loss_preset("step1"), root / "step1", progress=False)
-    run("step2", shards, cfg, MODEL, loss_preset("step2"), root / "step2", progress=False)
+    budget = {"train": {"max_epochs": 1, "steps_per_epoch": 6}}
+    for recipe in ("step1", "step2", "scorecritic-step2"):
+        run_recipe(recipe, shards, root / recipe, sections=budget)
     return root
 
 
@@ -57,33 +80,84 @@ def _first_last(metrics: dict, key: str) -> tuple[float, float]:
     return history[0][key], history[-1][key]
 
 
-@pytest.mark.parametrize("step", ["step1", "step2", "step3", "baseline", "supervised"])
-def test_each_command_trains_and_lowers_its_loss(step, shards, runs, tmp_path):
-    out = runs.parent / f"cli-{step}-{tmp_path.name}" / step
-    for needed in ("step1", "step2"):  # later steps find earlier checkpoints next to --out
-        if needed != step:  # --out itself starts empty: a fresh run refuses a training state
+@pytest.mark.parametrize(
+    ("step", "recipe"),
+    [("step1", None), ("step2", "step2"), ("step3", "step3-aml"), ("step3", None),
+     ("baseline", None), ("supervised", None)],
+)
+def test_each_command_trains_and_lowers_its_loss(step, recipe, shards, runs, tmp_path):
+    name = recipe or {"step3": "scorecritic"}.get(step, step)
+    out = runs.parent / f"cli-{step}-{tmp_path.name}" / name
+    for needed in ("step1", "step2", "scorecritic-step2"):  # earlier checkpoints beside --out
+        if needed != name:  # --out itself starts empty: a fresh run refuses a training state
             shutil.copytree(runs / needed, out.parent / needed)
     params = tmp_path / "params.yaml"
     params.write_text(PARAMS)
-    extra = ["--aml"] if step == "step3" else []
+    extra = ["--recipe", recipe] if recipe else []
     result = CliRunner().invoke(cli, [
         step, "--shards", str(shards), "--out", str(out), "--params", str(params),
-        "--max-epochs", "3", "--steps-per-epoch", "6", "--seed", "1", "--no-progress", *extra])
+        "--set", "train.max_epochs=3", "--set", "train.steps_per_epoch=6", "--seed", "1",
+        "--no-progress", *extra])
     assert result.exit_code == 0, result.output + repr(result.exception)
     metrics = json.loads((out / "metrics.json").read_text())
     net = SPECS[step].objective
     val = [h[f"val/{net}/total"] for h in metrics["history"]]
-    assert len(val) == 3 and val[2] < val[1] < val[0], val  # fixed windows: a clean signal
-    if step != "step2":  # step 2's weak test critic leaves its score term little room
+    assert len(val) == 3
+    if name not in ("scorecritic",):  # its weight average and moving critics need more steps
+        assert val[2] < val[1] < val[0], val  # fixed windows: a clean signal
+    if step not in ("step2", "step3"):  # a weak test critic leaves the score term little room
         assert val[-1] < 0.97 * val[0], val
     assert (out / "best.pt").is_file() and (out / "last.pt").is_file()
-    assert (out / "config.json").is_file() and (out / "dvclive" / "metrics.json").is_file()
+    assert (out / "dvclive" / "metrics.json").is_file()
+    config = json.loads((out / "config.json").read_text())
+    assert config["recipe"]["name"] == name and config["step"] == step
+    assert config["config"]["train"]["seed"] == 1 and config["config"]["train"]["max_epochs"] == 3
+    assert len(config["shards"]["manifest_sha256"]) == 64
+    assert config["shards"]["feature_params"]["hop_length"] == 500
     model = load_model(out / "best.pt")
     assert model.kind == ("transcriptor" if step == "step1" else "separator")
+    payload = torch.load(out / "best.pt", weights_only=True)
+    assert payload["recipe"] == name
+    assert payload["paper_row"] == get_recipe(name).paper_row
     if step == "step3":
         assert load_model(out / "transcriptor.pt").kind == "transcriptor"
+        assert config["starts_from"]["separator"]["recipe"] == get_recipe(name).starts_from[
+            "separator"]
     if step == "baseline":
         assert load_model(out / "classifier" / "best.pt").kind == "classifier"
+
+
+def test_default_step3_is_the_project_recipe_and_paper_step3_is_plain(shards, runs, tmp_path):
+    """`train step3` trains scorecritic (every extension on), `--recipe step3` the paper's
+    step 3 (every extension off)."""
+    ours = recipe_config("scorecritic").config
+    paper = recipe_config("step3").config
+    assert ours.anchor.weight > 0 and ours.owned_remix.weight > 0 and ours.aml_positives.enabled
+    assert ours.weight_average.decay > 0 and ours.critic_lr.scale > 1 and ours.loss.use_aml
+    defaults = RunConfig()
+    for section in ("aml_positives", "anchor", "owned_remix", "weight_average", "critic_lr"):
+        assert getattr(paper, section) == getattr(defaults, section), section
+    assert paper.loss == defaults.loss and paper.train.keep_checkpoint == "best"
+    result = CliRunner().invoke(cli, ["step3", "--shards", str(shards), "--print-config"])
+    assert result.exit_code == 0 and "# recipe scorecritic (step3)" in result.output
+    result = CliRunner().invoke(cli, ["step3", "--shards", str(shards), "--recipe", "step2"])
+    assert result.exit_code != 0 and "train step2" in result.output
+    result = CliRunner().invoke(cli, ["step3", "--shards", str(shards), "--set", "loss.alpha9=1"])
+    assert result.exit_code != 0 and "alpha9" in result.output
+
+
+def test_same_recipe_and_seed_under_two_run_names_give_identical_checkpoints(shards, runs,
+                                                                               tmp_path):
+    budget = {"train": {"max_epochs": 1, "steps_per_epoch": 2}}
+    for name in ("first-name", "another-name"):
+        out = tmp_path / name / "run"
+        run_recipe("scorecritic", shards, out, sections=budget,
+                   transcriptor=runs / "step1" / "best.pt",
+                   separator=runs / "scorecritic-step2" / "best.pt", dvclive=False)
+    for file in ("best.pt", "transcriptor.pt"):
+        a = (tmp_path / "first-name" / "run" / file).read_bytes()
+        b = (tmp_path / "another-name" / "run" / file).read_bytes()
+        assert a == b, file
 
 
 def test_dvclive_off_trains_without_importing_it(shards, runs, tmp_path, monkeypatch):
@@ -91,9 +165,9 @@ def test_dvclive_off_trains_without_importing_it(shards, runs, tmp_path, monkeyp
     config.json are written, nothing under dvclive/."""
     monkeypatch.setitem(sys.modules, "dvclive", None)  # any `import dvclive` now fails
     out = tmp_path / "s2"
-    metrics = run("step2", shards, _train_cfg(max_epochs=1, steps_per_epoch=2), MODEL,
-                  loss_preset("step2"), out, transcriptor=runs / "step1" / "best.pt",
-                  progress=False, dvclive=False)
+    metrics = run_recipe("step2", shards, out,
+                         sections={"train": {"max_epochs": 1, "steps_per_epoch": 2}},
+                         transcriptor=runs / "step1" / "best.pt", dvclive=False)
     assert metrics["epochs"] == 1 and json.loads((out / "metrics.json").read_text()) == metrics
     assert (out / "config.json").is_file() and (out / "best.pt").is_file()
     assert not (out / "dvclive").exists()
@@ -105,21 +179,22 @@ def test_a_finished_run_leaves_no_loader_workers_alive(shards, runs, tmp_path):
     before = set(multiprocessing.active_children())  # other tests' pools (joblib) may live on
     gc.disable()  # the collector must not be what stops them
     try:
-        run("step1", shards, _train_cfg(max_epochs=1, steps_per_epoch=2, num_workers=2), MODEL,
-            loss_preset("step1"), tmp_path / "s1", progress=False, dvclive=False)
+        run_recipe("step1", shards, tmp_path / "s1", dvclive=False, sections={
+            "train": {"max_epochs": 1, "steps_per_epoch": 2, "num_workers": 2}})
         assert set(multiprocessing.active_children()) - before == set()
     finally:
         gc.enable()
 
 
-def _trainer(step, shards, runs, out, loss=None, **cfg) -> Trainer:
+def _trainer(step, shards, runs, out, recipe=None, **sections) -> Trainer:
+    recipe = recipe or step
     init = {}
     if SPECS[step].critic == "transcriptor" or step == "step3":
         init["transcriptor"] = load_model(runs / "step1" / "best.pt")
     if step == "step3":
         init["separator"] = load_model(runs / "step2" / "best.pt")
-    return Trainer(SPECS[step], shards, _train_cfg(**cfg), MODEL, loss or loss_preset(step), out,
-                   init=init, progress=False)
+    config = recipe_config(recipe, **sections).config
+    return Trainer(SPECS[step], shards, config, out, init=init, progress=False)
 
 
 def test_a_fresh_run_refuses_a_folder_that_holds_a_training_state(shards, runs):
@@ -149,8 +224,8 @@ def test_step2_gradients_reach_the_separator_not_the_transcriptor(shards, runs, 
 
 
 def test_step3_routes_each_loss_to_its_own_network(shards, runs, tmp_path, monkeypatch):
-    loss = replace(loss_preset("step3"), use_aml=True, use_atl=True)
-    trainer = _trainer("step3", shards, runs, tmp_path / "s3", loss=loss)
+    trainer = _trainer("step3", shards, runs, tmp_path / "s3", loss={"use_aml": True,
+                                                                     "use_atl": True})
     batch = _one_batch(trainer)
     donors = []
     real_remix = L.remix
@@ -184,19 +259,35 @@ def test_step3_routes_each_loss_to_its_own_network(shards, runs, tmp_path, monke
         assert sorted(column) == [0, 1, 2, 3]
 
 
+def test_paper_aml_is_eq9_and_aml_positives_replaces_it(shards, runs, tmp_path):
+    """`step3-aml` trains the transcriptor with eq. 9 as written (-L_score on the remixes);
+    the `aml_positives` extension swaps in its bounded form, nothing else."""
+    paper = _trainer("step3", shards, runs, tmp_path / "p", recipe="step3-aml")
+    batch = _one_batch(paper)
+    paper.ctx.generator = torch.Generator().manual_seed(3)
+    terms = paper.spec.losses(paper.ctx, batch)["transcriptor"][1]
+    ours = _trainer("step3", shards, runs, tmp_path / "o", recipe="step3-aml",
+                    aml_positives={"enabled": True})
+    ours.ctx.generator = torch.Generator().manual_seed(3)
+    ours_terms = ours.spec.losses(ours.ctx, batch)["transcriptor"][1]
+    assert terms["aml"] < 0 and ours_terms["aml"] < 0
+    assert ours_terms["aml"] > terms["aml"]  # the notes only, clamped: less negative
+    torch.testing.assert_close(ours_terms["score"], terms["score"])
+
+
 def test_step3_anchor_is_a_frozen_copy_of_the_step1_transcriptor(shards, runs, tmp_path):
-    loss = replace(loss_preset("step3"), use_aml=True, aml_form="positives", anchor_weight=1.0)
+    sections = {"loss": {"use_aml": True}, "aml_positives": {"enabled": True},
+                "anchor": {"weight": 1.0}}
     step1 = load_model(runs / "step1" / "best.pt")
-    kw = dict(transcriptor=runs / "step1" / "best.pt", separator=runs / "step2" / "best.pt",
-              progress=False)
-    metrics = run("step3", shards, _train_cfg(steps_per_epoch=3, max_epochs=1), MODEL, loss,
-                  tmp_path / "anchored", **kw)  # fmt: skip
+    kw = dict(transcriptor=runs / "step1" / "best.pt", separator=runs / "step2" / "best.pt")
+    metrics = run_recipe("step3", shards, tmp_path / "anchored", **kw, sections={
+        **sections, "train": {"steps_per_epoch": 3, "max_epochs": 1}})
     assert metrics["final"]["train/separator/anchor"] > 0
     state = torch.load(tmp_path / "anchored" / "last.pt", weights_only=True)
     assert set(state["nets"]) == {"separator", "transcriptor"}  # the anchor is not trained
     moved = [not torch.equal(v, step1.state_dict()[k]) for k, v in state["nets"]["transcriptor"].items()]
     assert any(moved)  # the trained critic moved; the anchor's gradients are checked below
-    trainer = _trainer("step3", shards, runs, tmp_path / "g", loss=loss)
+    trainer = _trainer("step3", shards, runs, tmp_path / "g", **sections)
     anchor = trainer.modules["anchor"]
     assert anchor is not trainer.modules["transcriptor"]
     for key, value in anchor.state_dict().items():
@@ -205,54 +296,43 @@ def test_step3_anchor_is_a_frozen_copy_of_the_step1_transcriptor(shards, runs, t
     losses["separator"][0].backward()
     assert all(p.grad is None and not p.requires_grad for p in trainer.modules["anchor"].parameters())
     assert any(p.grad is not None for p in trainer.modules["separator"].parameters())
-    with pytest.raises(TrainingError, match="needs a pretrained anchor"):
-        Trainer(SPECS["step3"], shards, _train_cfg(), MODEL, loss, tmp_path / "none",
-                init={"separator": load_model(runs / "step2" / "best.pt")}, progress=False)
     with pytest.raises(TrainingError, match="step 3"):
-        run("step2", shards, _train_cfg(), MODEL, replace(loss_preset("step2"), anchor_weight=1.0),
-            tmp_path / "s2", **kw)  # fmt: skip
+        run_recipe("step2", shards, tmp_path / "s2", sections={"anchor": {"weight": 1.0}}, **kw)
 
 
-@pytest.mark.parametrize(
-    ("sources", "shift"),
-    [("owned", 0), ("owned+separated", 0), ("owned+separated-unowned", 0), ("separated", 0),
-     ("owned+separated", 6)],
-)
-def test_owned_bin_remix_loss_trains_the_separator_on_a_second_pass(
-    sources, shift, shards, runs, tmp_path
-):
-    loss = replace(loss_preset("step2"), owned_remix_weight=2.0, owned_remix_sources=sources,
-                   owned_remix_shift=shift)
-    trainer = _trainer("step2", shards, runs, tmp_path / "run", loss=loss)
+@pytest.mark.parametrize("step", ["step2", "step3"])
+def test_owned_bin_remix_loss_trains_the_separator_on_a_second_pass(step, shards, runs, tmp_path):
+    trainer = _trainer(step, shards, runs, tmp_path / "run", owned_remix={"weight": 2.0})
     batch = _one_batch(trainer)
     calls = []
     separator = trainer.modules["separator"]
     handle = separator.register_forward_hook(lambda m, args, out: calls.append(args[0].shape))
+    trainer.ctx.generator = torch.Generator().manual_seed(1)
     total, terms = trainer.spec.losses(trainer.ctx, batch)["separator"]
     handle.remove()
     assert len(calls) == 2  # the mixtures, then the owned-bin remixes
     assert terms["owned"] > 0
-    plain = replace(loss, owned_remix_weight=0.0)
-    trainer.ctx.loss_cfg = plain
+    trainer.ctx.config = recipe_config(step).config
     _, plain_terms = trainer.spec.losses(trainer.ctx, batch)["separator"]
     assert "owned" not in plain_terms
-    assert total.item() == pytest.approx(
-        plain_terms["total"].item() + 2.0 * terms["owned"].item(), rel=1e-5
-    )
+    assert total.item() == pytest.approx(plain_terms["total"].item() + terms["owned"].item(),
+                                         rel=1e-5)
     total.backward()
     assert all(p.grad is not None for p in separator.parameters() if p.requires_grad)
 
 
-@pytest.mark.parametrize(("step", "ema_decay"), [("step1", 0.0), ("step3", 0.0), ("step3", 0.8)])
-def test_resume_is_bit_equal_to_an_uninterrupted_run(step, ema_decay, shards, runs, tmp_path):
-    loss = replace(loss_preset(step), use_aml=True) if step == "step3" else loss_preset(step)
-    model = replace(MODEL, dropout=0.1)  # dropout makes the RNG state matter
+@pytest.mark.parametrize(("recipe", "decay"), [("step1", 0.0), ("step3-aml", 0.0),
+                                               ("step3-aml", 0.8)])
+def test_resume_is_bit_equal_to_an_uninterrupted_run(recipe, decay, shards, runs, tmp_path):
     kw = dict(transcriptor=runs / "step1" / "best.pt", separator=runs / "step2" / "best.pt",
-              progress=False)
-    cfg = _train_cfg(steps_per_epoch=3, max_epochs=2, ema_decay=ema_decay)
-    run(step, shards, cfg, model, loss, tmp_path / "straight", **kw)
-    run(step, shards, replace(cfg, max_epochs=1), model, loss, tmp_path / "resumed", **kw)
-    metrics = run(step, shards, cfg, model, loss, tmp_path / "resumed", resume=True, **kw)
+              model={"dropout": 0.1})  # dropout makes the RNG state matter
+    sections = {"train": {"steps_per_epoch": 3, "max_epochs": 2},
+                "weight_average": {"decay": decay}}
+    one_epoch = {**sections, "train": {"steps_per_epoch": 3, "max_epochs": 1}}
+    run_recipe(recipe, shards, tmp_path / "straight", sections=sections, **kw)
+    run_recipe(recipe, shards, tmp_path / "resumed", sections=one_epoch, **kw)
+    metrics = run_recipe(recipe, shards, tmp_path / "resumed", sections=sections, resume=True,
+                         **kw)
     assert metrics["epochs"] == 2
     a = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)
     b = torch.load(tmp_path / "resumed" / "last.pt", weights_only=True)
@@ -262,13 +342,16 @@ def test_resume_is_bit_equal_to_an_uninterrupted_run(step, ema_decay, shards, ru
             assert torch.equal(value, b["nets"][net][key]), (net, key)
     assert a["progress"]["best"] == b["progress"]["best"]
     torch.testing.assert_close(a["optimizer"]["state"], b["optimizer"]["state"], rtol=0, atol=0)
-    assert len(a["averaged"]) == (2 if ema_decay else 0)
+    assert len(a["averaged"]) == (2 if decay else 0)
     torch.testing.assert_close(a["averaged"], b["averaged"], rtol=0, atol=0)
 
 
-def test_ema_decay_validates_and_saves_the_moving_average_of_the_weights(shards, runs, tmp_path):
+def test_weight_average_validates_and_saves_the_moving_average_of_the_weights(
+    shards, runs, tmp_path
+):
     decay, out = 0.7, tmp_path / "ema"
-    trainer = _trainer("step2", shards, runs, out, ema_decay=decay, steps_per_epoch=4, max_epochs=1)
+    trainer = _trainer("step2", shards, runs, out, weight_average={"decay": decay},
+                       train={"steps_per_epoch": 4, "max_epochs": 1})
     separator = trainer.modules["separator"]
     iterates, optimizer_step = [], trainer.optimizer.step
 
@@ -289,16 +372,16 @@ def test_ema_decay_validates_and_saves_the_moving_average_of_the_weights(shards,
     assert trainer.validate()["val/separator/total"] == pytest.approx(val)
     trainer.averaged = {}  # the live weights score differently: validation measured the average
     assert trainer.validate()["val/separator/total"] != pytest.approx(val)
-    with pytest.raises(ValueError, match="ema_decay"):
-        _train_cfg(ema_decay=1.0)
+    with pytest.raises(ValueError, match="weight_average.decay"):
+        RunConfig().override({"weight_average": {"decay": 1.0}})
 
 
 @pytest.mark.parametrize(("step", "scale"), [("step3", 0.1), ("step3", 2.0), ("step1", 0.1)])
-def test_critic_lr_scale_scales_the_transcriptor_trained_beside_a_separator(
+def test_critic_lr_scales_the_transcriptor_trained_beside_a_separator(
     step, scale, shards, runs, tmp_path
 ):
-    trainer = _trainer(step, shards, runs, tmp_path / "run", steps_per_epoch=1,
-                       critic_lr_scale=scale)
+    trainer = _trainer(step, shards, runs, tmp_path / "run", train={"steps_per_epoch": 1},
+                       critic_lr={"scale": scale})
     before = {name: [p.detach().clone() for p in net.parameters()]
               for name, net in trainer.modules.items()}
     trainer.train_epoch(0)
@@ -312,72 +395,18 @@ def test_critic_lr_scale_scales_the_transcriptor_trained_beside_a_separator(
     expected = {"separator": lr, "transcriptor": lr * (scale if step == "step3" else 1.0)}
     for name in SPECS[step].trained:
         assert expected[name] * 0.9 < largest_move(name) < expected[name] * 1.01, name  # float32 ulps
-    with pytest.raises(ValueError, match="critic_lr_scale"):
-        _train_cfg(critic_lr_scale=0.0)
-
-
-def test_owned_remix_teacher_fills_the_remixes_from_the_averaged_separator(
-    shards, runs, tmp_path
-):
-    loss = replace(loss_preset("step2"), owned_remix_weight=2.0,
-                   owned_remix_sources="owned+separated", owned_remix_teacher=True)
-    with pytest.raises(TrainingError, match="ema_decay"):
-        _trainer("step2", shards, runs, tmp_path / "no-ema", loss=loss)
-    with pytest.raises(ValueError, match="owned_remix_teacher"):
-        replace(loss, owned_remix_sources="owned")
-    trainer = _trainer("step2", shards, runs, tmp_path / "run", loss=loss, ema_decay=0.9)
-    teacher = trainer.averaged["separator"].module
-    calls = []
-    handle = teacher.register_forward_hook(lambda m, args, out: calls.append(out.requires_grad))
-    total, terms = trainer.spec.losses(trainer.ctx, _one_batch(trainer))["separator"]
-    handle.remove()
-    assert calls == [False] and not teacher.training  # one pass, no graph, eval mode
-    assert terms["owned"] > 0
-    total.backward()
-    assert all(p.grad is None for p in teacher.parameters())
-    assert all(p.grad is not None for p in trainer.modules["separator"].parameters())
-
-
-def test_averaged_critic_scores_the_separation_with_the_averaged_transcriptor(
-    shards, runs, tmp_path
-):
-    loss = replace(loss_preset("step3"), averaged_critic=True)
-    with pytest.raises(TrainingError, match="ema_decay"):
-        _trainer("step3", shards, runs, tmp_path / "no-ema", loss=loss)
-    with pytest.raises(TrainingError, match="averaged_critic"):  # step 2 trains no transcriptor
-        _trainer("step2", shards, runs, tmp_path / "step2", ema_decay=0.9,
-                 loss=replace(loss_preset("step2"), averaged_critic=True))
-    trainer = _trainer("step3", shards, runs, tmp_path / "run", loss=loss, ema_decay=0.9)
-    raw, average = trainer.modules["transcriptor"], trainer.averaged["transcriptor"].module
-    with torch.no_grad():  # the trained transcriptor moves away from its average
-        for p in raw.parameters():
-            p.add_(0.1 * torch.randn_like(p))
-    batch = _one_batch(trainer)
-    plain = replace(loss, averaged_critic=False)
-
-    def separator_loss(ctx):
-        return trainer.spec.losses(ctx, batch)["separator"][0]
-
-    total = separator_loss(trainer.ctx)
-    by_raw = separator_loss(replace(trainer.ctx, loss_cfg=plain))
-    by_average = separator_loss(replace(
-        trainer.ctx, loss_cfg=plain, modules={**trainer.modules, "transcriptor": average}))
-    assert torch.allclose(total, by_average) and not torch.allclose(total, by_raw)
-    total.backward()
-    assert all(p.grad is None for p in average.parameters())
-    assert all(p.grad is None for p in raw.parameters())
-    assert all(p.grad is not None for p in trainer.modules["separator"].parameters())
+    with pytest.raises(ValueError, match="critic_lr.scale"):
+        RunConfig().override({"critic_lr": {"scale": 0.0}})
 
 
 def test_step3_without_earlier_checkpoints_says_which_command_to_run(shards, tmp_path):
     result = CliRunner().invoke(cli, ["step3", "--shards", str(shards),
-                                      "--out", str(tmp_path / "runs" / "step3")])
+                                      "--out", str(tmp_path / "runs" / "scorecritic")])
     assert result.exit_code != 0
-    assert "train step1" in result.output and "step1/best.pt" in result.output
-    with pytest.raises(TrainingError, match="train step2"):
-        run("step3", shards, _train_cfg(), MODEL, loss_preset("step3"),
-            tmp_path / "runs" / "step3",
-            transcriptor=_any_transcriptor(tmp_path), progress=False)
+    assert "train step1 --recipe step1" in result.output and "step1/best.pt" in result.output
+    with pytest.raises(TrainingError, match="train step2 --recipe scorecritic-step2"):
+        run_recipe("scorecritic", shards, tmp_path / "runs" / "scorecritic",
+                   transcriptor=_any_transcriptor(tmp_path))
 
 
 def _any_transcriptor(tmp_path: Path) -> Path:
@@ -387,10 +416,9 @@ def _any_transcriptor(tmp_path: Path) -> Path:
 
 
 def test_non_finite_loss_stops_naming_step_and_term(shards, tmp_path, monkeypatch):
-    cfg = _train_cfg(steps_per_epoch=3, max_epochs=3)
+    budget = {"steps_per_epoch": 3, "max_epochs": 3}
     out = tmp_path / "nan"
-    run("step1", shards, replace(cfg, max_epochs=1), MODEL, loss_preset("step1"), out,
-        progress=False)
+    run_recipe("step1", shards, out, sections={"train": {**budget, "max_epochs": 1}})
     good = (out / "last.pt").read_bytes()
     real = L.transcription_loss_step1
     calls = {"n": 0}
@@ -405,7 +433,7 @@ def test_non_finite_loss_stops_naming_step_and_term(shards, tmp_path, monkeypatc
 
     monkeypatch.setattr(L, "transcription_loss_step1", poisoned)
     with pytest.raises(TrainingError, match=r"epoch 1 step 1 .*transcriptor/pitch = nan"):
-        run("step1", shards, cfg, MODEL, loss_preset("step1"), out, resume=True, progress=False)
+        run_recipe("step1", shards, out, sections={"train": budget}, resume=True)
     assert (out / "last.pt").read_bytes() == good
 
 
@@ -417,8 +445,7 @@ def test_refuses_a_corrupt_shard_naming_the_file(shards, tmp_path):
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
     with pytest.raises(TrainingError, match="train-00000.h5"):
-        run("step1", copy, _train_cfg(), MODEL, loss_preset("step1"), tmp_path / "o",
-            progress=False)
+        run_recipe("step1", copy, tmp_path / "o")
 
 
 def test_keep_checkpoint_last_saves_the_last_epoch_when_validation_rises(
@@ -429,8 +456,7 @@ def test_keep_checkpoint_last_saves_the_last_epoch_when_validation_rises(
     monkeypatch.setattr(Trainer, "validate", lambda self: {"val/transcriptor/total": next(val_losses)})
     for keep, expected_epoch in (("best", 0), ("last", 1)):
         out = tmp_path / keep
-        metrics = run("step1", shards, _train_cfg(keep_checkpoint=keep), MODEL,
-                      loss_preset("step1"), out, progress=False)  # fmt: skip
+        metrics = run_recipe("step1", shards, out, sections={"train": {"keep_checkpoint": keep}})
         saved = torch.load(out / "best.pt", weights_only=True)
         assert saved["epoch"] == metrics["checkpoint_epoch"] == expected_epoch
         assert metrics["best_epoch"] == 0

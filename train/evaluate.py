@@ -31,7 +31,7 @@ import json
 import math
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,8 +66,8 @@ FIGURE_SECONDS = 12.0
 MIXTURE_SYSTEM = "input mixture"
 ORACLE_SYSTEM = "oracle IRM"
 
-# Published numbers (Hung et al. 2021, Tables 1 and 2), keyed by the run names of
-# train.config.LOSS_PRESETS.
+# Published numbers (Hung et al. 2021, Tables 1 and 2), keyed by the recipes' ``paper_row``
+# (train/recipes.yaml), which every checkpoint records.
 PAPER_TABLE1: dict[str, dict[str, float]] = {
     "supervised": {"bass": 11.13, "guitar": 5.66, "piano": 7.68, "avg": 8.16},
     "step2-cmix": {"bass": 7.48, "guitar": 1.15, "piano": 4.19, "avg": 4.27},
@@ -162,17 +162,14 @@ def discover_checkpoints(runs: Path) -> dict[str, Path]:
     return found
 
 
-def paper_key(system: str, table: Iterable[str]) -> str | None:
-    """The published row a system name stands for: exact name, else the longest known run name
-    followed by ``-`` or ``_`` (``step3-aml-seed1`` -> ``step3-aml``); ``/transcriptor`` dropped."""
-    name = system.removesuffix("/transcriptor").lower()
-    known = sorted(set(table), key=len, reverse=True)
-    if name in known:
-        return name
-    for key in known:
-        if re.match(re.escape(key) + r"[-_]", name):
-            return key
-    return None
+def paper_row(system: str, rows: Mapping[str, str]) -> str | None:
+    """The published row a scored system reproduces: the ``paper_row`` its checkpoint recorded
+    (``rows``, from :func:`load_models`), or the mixture/oracle rows by their system names.
+    Names are labels only: a run called ``step3-aml-seed1`` is matched by its record, never
+    by its name."""
+    if system in (MIXTURE_SYSTEM, ORACLE_SYSTEM):
+        return system
+    return rows.get(system) or None
 
 
 @dataclass
@@ -182,6 +179,8 @@ class LoadedModels:
     separators: dict[str, ScoreCriticModel] = field(default_factory=dict)
     transcriptors: dict[str, ScoreCriticModel] = field(default_factory=dict)
     ignored: dict[str, str] = field(default_factory=dict)
+    recipes: dict[str, str] = field(default_factory=dict)  # system -> recorded recipe
+    paper_rows: dict[str, str] = field(default_factory=dict)  # system -> recorded paper row
 
 
 def load_models(
@@ -203,6 +202,8 @@ def load_models(
                 f"{path}: model has {model.n_instruments} instruments, the shards "
                 f"{len(instruments)}"
             )
+        loaded.recipes[name] = str(payload.get("recipe", ""))
+        loaded.paper_rows[name] = str(payload.get("paper_row", ""))
         if payload["kind"] == "separator":
             loaded.separators[name] = model
         elif payload["kind"] == "transcriptor":
@@ -487,6 +488,8 @@ def evaluate(
         "instruments": instruments,
         "checkpoints": {name: str(path) for name, path in systems.items()},
         "ignored_checkpoints": models.ignored,
+        "recipes": models.recipes,
+        "paper_rows": models.paper_rows,
         "tracks_without_stems": tracks_without_stems,
         "protocol": {
             "segment_seconds": segment_seconds,
@@ -608,12 +611,14 @@ def column_order(instruments: Sequence[str]) -> list[str]:
     return known + [name for name in instruments if name not in known]
 
 
-def _system_order(names: Iterable[str], table: Sequence[str]) -> list[str]:
+def _system_order(
+    names: Iterable[str], table: Sequence[str], rows: Mapping[str, str]
+) -> list[str]:
     rank = {key: k for k, key in enumerate(table)}
 
     def sort_key(name: str) -> tuple[int, str]:
-        key = paper_key(name, table)
-        return (rank[key] if key is not None else len(rank), name)
+        key = paper_row(name, rows)
+        return (rank.get(key or "", len(rank)), name)
 
     return sorted(names, key=sort_key)
 
@@ -643,16 +648,17 @@ def results_markdown(metrics: dict[str, Any]) -> str:
         "|---|" + "---|" * (2 * len(instruments) + 2),
     ]
     order = list(PAPER_TABLE1_LABELS)
-    for system in _system_order(sep["systems"], order):
+    rows = metrics.get("paper_rows", {})
+    for system in _system_order(sep["systems"], order, rows):
         entry = sep["systems"][system]
-        key = paper_key(system, order)
+        key = paper_row(system, rows)
         paper = PAPER_TABLE1.get(key or "", {})
         if system in (MIXTURE_SYSTEM, ORACLE_SYSTEM):
             label = PAPER_TABLE1_LABELS[system]
         elif key is None:
             label = system
         else:
-            label = f"{system} ({PAPER_TABLE1_LABELS[key]})"
+            label = f"{system} ({PAPER_TABLE1_LABELS.get(key, key)})"
         cells = [_fmt(entry["si_sdr_db"].get(i), 2) for i in instruments]
         cells.append(_fmt(entry["avg_db"], 2))
         cells += [_fmt(paper.get(i), 2) for i in instruments] + [_fmt(paper.get("avg"), 2)]
@@ -690,8 +696,8 @@ def results_markdown(metrics: dict[str, Any]) -> str:
     ]
     paper_runs = ["step1", "step3", "step3-aml", "step3-atl"]
     trans = metrics["transcription"]
-    for system in _system_order(trans, paper_runs):
-        key = paper_key(system, paper_runs)
+    for system in _system_order(trans, paper_runs, rows):
+        key = paper_row(system, rows)
         for condition in TRANSCRIPTION_CONDITIONS:
             if condition not in trans[system]:
                 continue
@@ -795,7 +801,7 @@ def plot_si_sdr_bars(path: Path, metrics: dict[str, Any]) -> Path | None:
     if not systems:
         return None
     instruments = column_order(metrics["instruments"])
-    names = _system_order(systems, list(PAPER_TABLE1_LABELS))
+    names = _system_order(systems, list(PAPER_TABLE1_LABELS), metrics.get("paper_rows", {}))
     width = 0.8 / len(instruments)
     fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(names) + 2), 4))
     x = np.arange(len(names))

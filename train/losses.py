@@ -54,6 +54,8 @@ Who updates what (the caller arranges it; these functions only compute values):
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -73,11 +75,8 @@ __all__ = [
     "separation_loss",
     "remix_indices",
     "remix",
-    "owned_harmonic_bins",
-    "owned_bin_remix",
-    "owned_bin_remix_loss",
-    "pitch_shift_bins",
-    "colliding_shifts",
+    "from_donors",
+    "per_frame_of_mixture",
     "adversarial_mixture_loss",
     "adversarial_transcription_loss",
     "transcription_loss_step3",
@@ -272,10 +271,10 @@ def _mixture_loss(X: Tensor, S_hat: Tensor, active: Tensor, mixture_norm: str) -
     recon = (active * S_hat).sum(dim=1)  # [batch, F, T]: sum of the active sources
     mix_err = (X - recon).abs().sum(dim=(1, 2))  # [batch]
     inactive = ((1.0 - active) * S_hat.abs()).sum(dim=(1, 2, 3))  # [batch]
-    return _per_frame_of_mixture(mix_err + inactive, X, mixture_norm)
+    return per_frame_of_mixture(mix_err + inactive, X, mixture_norm)
 
 
-def _per_frame_of_mixture(per_sample: Tensor, X: Tensor, mixture_norm: str) -> Tensor:
+def per_frame_of_mixture(per_sample: Tensor, X: Tensor, mixture_norm: str) -> Tensor:
     """Per-sample sums [batch] -> per frame, and with "mixture" also divided by each sample's
     mixture level mean_t sum_f X[f, t] (X [batch, F, T])."""
     batch, frames = X.shape[0], X.shape[2]
@@ -337,14 +336,11 @@ def separation_loss(
     A: Tensor | None,
     weights: Tensor | None,
     config: LossConfig,
-    logits_anchor: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """L_sep = sum_i L_score(S_hat_i, Y^(i)) + alpha2 L_c-mix + beta2 L_h-mix  -- paper eq. (8).
 
     A switched-off mixture term weighs 0 but is still computed without gradient (and logged),
-    so the balance of the terms can be checked; h-mix is skipped when ``A`` is None. With
-    ``config.anchor_weight`` > 0 (step 3 only, not in the paper) a second critic's eq. (5),
-    ``logits_anchor`` from the frozen step-1 transcriptor, is added with that weight ("anchor").
+    so the balance of the terms can be checked; h-mix is skipped when ``A`` is None.
 
     Args:
         logits_each: z_each [batch, I_src, I, 88, T] (the frozen transcriptor on each S_hat_i).
@@ -353,24 +349,17 @@ def separation_loss(
         S_hat: separated magnitudes [batch, I, F, T].
         A: harmonic activity [batch, I, F, T] bool, required when ``config.use_hmix``.
         weights: instrument weights w [I]; ignored when ``config.use_weights`` is False.
-        config: alpha2, beta2, use_cmix, use_hmix, mixture_norm, anchor_weight.
-        logits_anchor: z_each of the anchor critic, required when ``config.anchor_weight`` > 0.
+        config: alpha2, beta2, use_cmix, use_hmix, mixture_norm.
 
     Returns:
-        (total, terms) with detached "score", ["anchor"], "cmix", ["hmix"], "total".
+        (total, terms) with detached "score", "cmix", ["hmix"], "total".
     """
     if config.use_hmix and A is None:
         raise ValueError("separation_loss: use_hmix is on but no harmonic activity A was given")
-    if config.anchor_weight > 0 and logits_anchor is None:
-        raise ValueError("separation_loss: anchor_weight > 0 needs the anchor critic's logits")
     w = weights if config.use_weights else None
     l_score = separated_score_loss(logits_each, Y, w)
     total = l_score
     terms = {"score": l_score}
-    if config.anchor_weight > 0:
-        l_anchor = separated_score_loss(logits_anchor, Y, w)
-        total = total + config.anchor_weight * l_anchor
-        terms["anchor"] = l_anchor
     with torch.set_grad_enabled(config.use_cmix and torch.is_grad_enabled()):
         l_cmix = clip_mixture_loss(X, S_hat, active_instruments(Y), config.mixture_norm)
     terms["cmix"] = l_cmix
@@ -384,161 +373,6 @@ def separation_loss(
             total = total + config.beta2 * l_hmix
     terms["total"] = total
     return total, {k: v.detach() for k, v in terms.items()}
-
-
-# --- owned-bin remixes: synthetic mixtures whose sources are known (not in the paper) --------
-
-
-def owned_harmonic_bins(A: Tensor) -> Tensor:
-    """U_i = A_i and no other A_j: the bins only instrument i's harmonics reach.
-
-    There eq. (6) and (7) leave one answer, S_hat_i = X and every other source 0, so the mixture
-    in those bins is a weak-label estimate of the stem that no other instrument's notes claim.
-    A [batch, I, F, T] bool -> U [batch, I, F, T] bool.
-    """
-    A = A.bool()
-    return A & (A.sum(dim=1, keepdim=True) == 1)
-
-
-def owned_bin_remix(
-    X: Tensor,
-    A: Tensor,
-    idx: Tensor,
-    S_fill: Tensor | None = None,
-    owned: bool = True,
-    fill_others_owned: bool = True,
-    max_shift_semitones: int = 0,
-) -> tuple[Tensor, Tensor]:
-    """Synthetic mixtures X' = sum_i S'_i from the owned bins of *different* clips.
-
-    S'_i = X[a_i] U_i[a_i] (+ S_fill[a_i, i] (1 - U_i[a_i]) when ``S_fill`` is given, the
-    detached separated sources, so X' looks like a whole mixture). Instruments now collide in
-    bins their own clips kept apart, and the answer there is known: a supervised target for
-    splitting shared harmonics built from mixtures and scores only.
-
-    Args:
-        X: mixture magnitude [batch, F, T].
-        A: harmonic activity [batch, I, F, T] bool.
-        idx: [batch, I] donors a_i (:func:`remix_indices`).
-        S_fill: optional separated magnitudes [batch, I, F, T] for the bins outside U_i.
-        owned: False takes no bin from the mixture (U_i empty, S'_i = S_fill[a_i, i]): the
-            ablation that keeps only the remix consistency of the separated sources.
-        fill_others_owned: False fills only the bins *no* instrument owns: in U_j (j != i) the
-            score says S_i = 0, so a separated source's leak there (e.g. the piano output's
-            share of a bass-only bin) is not copied into the remix's targets.
-        max_shift_semitones: K > 0 pitch-shifts each remix source by up to K semitones, the
-            shift that lands its owned bins on the other sources' owned bins the most
-            (:func:`colliding_shifts`): donors from different clips rarely share a harmonic
-            bin, and only collisions of owned bins have a known split.
-
-    Returns:
-        (X' [batch, F, T], S' [batch, I, F, T]).
-    """
-    batch, n_inst = A.shape[:2]
-    if idx.shape != (batch, n_inst) or X.shape != (batch, *A.shape[2:]):
-        raise ValueError(
-            f"owned_bin_remix: X {tuple(X.shape)}, A {tuple(A.shape)} and idx "
-            f"{tuple(idx.shape)} must share [batch, I, F, T]"
-        )
-    if not owned and S_fill is None:
-        raise ValueError("owned_bin_remix: owned=False needs S_fill (the sources to remix)")
-    U = owned_harmonic_bins(A).to(X.dtype) * owned  # [batch, I, F, T]
-    sources = U * X[:, None]  # [batch, I, F, T]
-    if S_fill is not None:
-        # U_i are disjoint: 1 - sum_j U_j is "nobody owns it", 1 - U_i "i does not own it"
-        fill_bins = 1.0 - (U if fill_others_owned else U.sum(dim=1, keepdim=True))
-        sources = sources + fill_bins * S_fill.detach()
-    S_syn = _from_donors(sources, idx)  # [batch, I, F, T]
-    if max_shift_semitones > 0:
-        shifts = colliding_shifts(_from_donors(U, idx), max_shift_semitones)  # [batch, I]
-        S_syn = pitch_shift_bins(S_syn, shifts)  # [batch, I, F, T]
-    return S_syn.sum(dim=1), S_syn
-
-
-def pitch_shift_bins(S: Tensor, semitones: Tensor) -> Tensor:
-    """Shift magnitude spectrograms in pitch by scaling the frequency axis: out[f] = S[f / r],
-    r = 2^(k / 12), linearly interpolated; a harmonic series stays harmonic.
-
-    Args:
-        S: magnitudes [batch, I, F, T].
-        semitones: k per spectrogram [batch, I] (any real number; 0 leaves S as it is).
-
-    Returns:
-        [batch, I, F, T]; bins whose source frequency lies above the top bin are 0.
-    """
-    if semitones.shape != S.shape[:2]:
-        raise ValueError(
-            f"pitch_shift_bins: semitones {tuple(semitones.shape)} must be S's [batch, I] "
-            f"{tuple(S.shape[:2])}"
-        )
-    n_bins = S.shape[2]
-    ratio = torch.pow(2.0, semitones.to(S.device, torch.float32) / 12.0)  # [batch, I]
-    bins = torch.arange(n_bins, device=S.device, dtype=torch.float32)  # [F]
-    source = bins / ratio[..., None]  # [batch, I, F]: where out[f] reads from
-    below = source.floor().clamp_max(n_bins - 1)  # [batch, I, F]
-    frac = (source - below).to(S.dtype)[..., None]  # [batch, I, F, 1]
-    inside = (source <= n_bins - 1).to(S.dtype)[..., None]  # [batch, I, F, 1]
-    lo = below.long()[..., None].expand(-1, -1, -1, S.shape[3])  # [batch, I, F, T]
-    hi = (lo + 1).clamp_max(n_bins - 1)
-    return inside * ((1 - frac) * S.gather(2, lo) + frac * S.gather(2, hi))
-
-
-def colliding_shifts(U: Tensor, max_semitones: int) -> Tensor:
-    """Integer pitch shifts k_i in [-K, K] that make the sources of each remix collide.
-
-    Instrument 0 stays put; instrument i takes the shift whose owned bins overlap those of
-    instruments 0..i-1 (already shifted) the most, the smallest |k| among ties (0 when nothing
-    overlaps). Greedy, so the cost is I (2K + 1) shifted masks per remix, on every 4th frame.
-
-    Args:
-        U: the remix sources' owned bins [batch, I, F, T] (bool or float).
-        max_semitones: K >= 1.
-
-    Returns:
-        k [batch, I] (float, integer-valued).
-    """
-    if max_semitones < 1:
-        raise ValueError(f"colliding_shifts: max_semitones must be >= 1, got {max_semitones}")
-    batch, n_inst = U.shape[:2]
-    U = U.float()
-    # every 4th frame: the overlap only ranks the shifts, at a quarter of the cost
-    U = U[..., ::4]  # [batch, I, F, T/4]
-    candidates = torch.arange(-max_semitones, max_semitones + 1, device=U.device)  # [2K+1]
-    n_cand = candidates.numel()
-    shifts = torch.zeros(batch, n_inst, device=U.device)
-    placed = U[:, 0]  # [batch, F, T/4]: the owned bins of the sources placed so far
-    for i in range(1, n_inst):
-        tried = pitch_shift_bins(  # [batch, 2K+1, F, T/4]
-            U[:, i : i + 1].expand(-1, n_cand, -1, -1),
-            candidates.float()[None].expand(batch, -1),
-        )
-        overlap = (tried * placed[:, None]).sum(dim=(2, 3))  # [batch, 2K+1]
-        # ties go to the smallest |k|: a penalty far below one bin-frame of overlap
-        best = (overlap - 1e-3 * candidates.abs()).argmax(dim=1)  # [batch]
-        shifts[:, i] = candidates[best].float()
-        placed = placed + tried[torch.arange(batch), best]
-    return shifts
-
-
-def owned_bin_remix_loss(
-    S_hat: Tensor, S_syn: Tensor, X_syn: Tensor, mixture_norm: str = "mixture"
-) -> Tensor:
-    """L_own = sum_{i,f,t} |S_hat_i - S'_i| on an owned-bin remix (:func:`owned_bin_remix`),
-    per frame, divided by the remix's mean frame L1 norm like eq. (6)-(7) ("mixture").
-
-    Args:
-        S_hat: the separator's output on X' [batch, I, F, T].
-        S_syn: the remix's sources S' [batch, I, F, T].
-        X_syn: the remix X' [batch, F, T].
-        mixture_norm: "none" or "mixture".
-    """
-    if S_hat.shape != S_syn.shape or S_syn.shape[0] != X_syn.shape[0]:
-        raise ValueError(
-            f"owned_bin_remix_loss: S_hat {tuple(S_hat.shape)}, S' {tuple(S_syn.shape)} and "
-            f"X' {tuple(X_syn.shape)} disagree"
-        )
-    per_sample = (S_hat.float() - S_syn.float()).abs().sum(dim=(1, 2, 3))  # [batch]
-    return _per_frame_of_mixture(per_sample, X_syn, mixture_norm)
 
 
 # --- step 3: joint training with adversarial losses (paper §2.3) -----------------------------
@@ -597,11 +431,11 @@ def remix(S_hat: Tensor, Y: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
             f"remix: idx {tuple(idx.shape)} and Y {tuple(Y.shape)} must start with "
             f"[batch, I] = {(batch, n_inst)}"
         )
-    X_tilde = _from_donors(S_hat, idx).sum(dim=1)  # [batch, I, F, T] -> [batch, F, T]
-    return X_tilde, _from_donors(Y, idx)  # Y~ [batch, I, 88, T]
+    X_tilde = from_donors(S_hat, idx).sum(dim=1)  # [batch, I, F, T] -> [batch, F, T]
+    return X_tilde, from_donors(Y, idx)  # Y~ [batch, I, 88, T]
 
 
-def _from_donors(per_instrument: Tensor, idx: Tensor) -> Tensor:
+def from_donors(per_instrument: Tensor, idx: Tensor) -> Tensor:
     """out[b, i] = per_instrument[idx[b, i], i] for per_instrument [batch, I, ...]."""
     idx = idx.to(per_instrument.device)
     inst = torch.arange(per_instrument.shape[1], device=per_instrument.device)[None, :]  # [1, I]
@@ -609,53 +443,26 @@ def _from_donors(per_instrument: Tensor, idx: Tensor) -> Tensor:
 
 
 def adversarial_mixture_loss(
-    logits_remix: Tensor,
-    Y_remix: Tensor,
-    weights: Tensor | None = None,
-    form: str = "clamped",
-    bce_clamp: float = 2.3,
+    logits_remix: Tensor, Y_remix: Tensor, weights: Tensor | None = None
 ) -> Tensor:
-    """L_AML(X~, Y~) = -L_score(X~, Y~)  -- paper eq. (9), made bounded.
+    """L_AML(X~, Y~) = -L_score(X~, Y~)  -- paper eq. (9).
 
-    The negated BCE is unbounded below (the transcriptor could drive it to -inf by becoming
-    infinitely confident in the wrong labels). Two bounded forms that keep the paper's gradient
-    sign (push p[i,n,t](X~) away from Y~: down where Y~ = 1, up where Y~ = 0):
-
-    - ``"clamped"``: -sum w_i min(H(Y~, p), c). An element stops contributing (zero gradient)
-      once its BCE reaches c, i.e. once the label's probability fell below exp(-c) (c = 2.3:
-      below 0.1). Value in [-c sum_i w_i 88, 0] per frame.
-    - ``"flipped"``: sum w_i H(1 - Y~, p), the GAN-style non-saturating replacement; >= 0.
-    - ``"positives"``: -sum w_i Y~ min(H(1, p), c), the clamped form restricted to the remix's
-      notes. Not the paper's literal sum: a roll is ~97 % zeros, and on those the literal sign
-      teaches the transcriptor to *switch notes on* for fake mixtures; this form only asks it
-      to miss the remixed notes (an ablation knob; the default stays literal).
+    The transcriptor is pushed away from the labels Y~ of a remix X~ = sum_i S_hat_i[a_i] of
+    separated sources from different clips (a fake mixture). As written this is unbounded
+    below; the trainer stops a run whose loss is no longer finite. Our bounded form is the
+    ``aml_positives`` extension (:func:`train.extensions.positive_note_aml`).
 
     Args:
         logits_remix: transcriptor logits on X~, [batch, I, 88, T] (computed by the caller on
             the remix of the *detached* separated outputs).
         Y_remix: remixed labels Y~ [batch, I, 88, T] (:func:`remix`).
         weights: instrument weights w [I] (None: all 1).
-        form: "clamped", "flipped" or "positives".
-        bce_clamp: c for "clamped" and "positives".
 
     Returns:
         Scalar, sum divided by batch x frames.
     """
     _check_roll_pair(logits_remix, Y_remix, "adversarial_mixture_loss")
-    batch, n_inst, _, frames = logits_remix.shape
-    w = _weights(weights, n_inst, logits_remix.device)[None, :, None, None]
-    if form == "clamped":
-        bce = bce_with_logits(logits_remix, Y_remix).clamp_max(bce_clamp)
-        return -_per_frame((w * bce).sum(), batch, frames)
-    if form == "positives":
-        bce = bce_with_logits(logits_remix, Y_remix).clamp_max(bce_clamp) * Y_remix.float()
-        return -_per_frame((w * bce).sum(), batch, frames)
-    if form == "flipped":
-        bce = bce_with_logits(logits_remix, 1.0 - Y_remix.float())
-        return _per_frame((w * bce).sum(), batch, frames)
-    raise ValueError(
-        f"adversarial_mixture_loss: form must be 'clamped', 'flipped' or 'positives', got {form!r}"
-    )
+    return -score_loss(logits_remix, Y_remix, weights)
 
 
 def adversarial_transcription_loss(
@@ -685,6 +492,7 @@ def transcription_loss_step3(
     logits_remix: Tensor | None = None,
     Y_remix: Tensor | None = None,
     logits_each: Tensor | None = None,
+    aml: Callable[[Tensor, Tensor, Tensor | None], Tensor] = adversarial_mixture_loss,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """L_TL-3 = L_TL + alpha3 L_AML + beta3 L_ATL  -- paper eq. (11).
 
@@ -692,11 +500,13 @@ def transcription_loss_step3(
         logits: transcriptor logits on the real mixtures [batch, I, 88, T] (for eq. 4).
         Y: target roll [batch, I, 88, T].
         weights: instrument weights w [I]; ignored when ``config.use_weights`` is False.
-        config: alpha1, beta1, alpha3, beta3, use_aml, use_atl, aml_form, aml_bce_clamp.
+        config: alpha1, beta1, alpha3, beta3, use_aml, use_atl.
         logits_remix, Y_remix: transcriptor logits on the remixes X~ and their labels Y~;
             required when ``config.use_aml``.
         logits_each: transcriptor logits on the detached S_hat_i [batch, I_src, I, 88, T];
             required when ``config.use_atl``.
+        aml: the L_AML term, ``aml(logits_remix, Y_remix, weights)``: eq. 9 unless an
+            extension replaces it (:func:`train.extensions.positive_note_aml`).
 
     Returns:
         (total, terms) with the detached step-1 terms plus "aml" / "atl" when on, and "total".
@@ -707,9 +517,7 @@ def transcription_loss_step3(
     if config.use_aml:
         if logits_remix is None or Y_remix is None:
             raise ValueError("transcription_loss_step3: use_aml needs logits_remix and Y_remix")
-        l_aml = adversarial_mixture_loss(
-            logits_remix, Y_remix, w, form=config.aml_form, bce_clamp=config.aml_bce_clamp
-        )
+        l_aml = aml(logits_remix, Y_remix, w)
         total = total + config.alpha3 * l_aml
         terms["aml"] = l_aml.detach()
     if config.use_atl:
