@@ -31,12 +31,38 @@ def test_help_shows_examples(group, name: str) -> None:
     assert name in examples, f"the examples of {name} do not show the command itself"
 
 
-@pytest.mark.parametrize("form", ["clamped", "flipped", "positives"])
-def test_step3_accepts_every_aml_form_of_the_loss_config(form: str, tmp_path) -> None:
-    """--aml-form offers LossConfig's forms: the report's `positives` ablation is reachable."""
-    result = CliRunner().invoke(
-        train_main, ["step3", "--shards", str(tmp_path), "--aml-form", form, "--max-epochs", "0"]
-    )
-    assert "Invalid value for '--aml-form'" not in result.output
-    bad = CliRunner().invoke(train_main, ["step3", "--shards", str(tmp_path), "--aml-form", "nope"])
-    assert bad.exit_code == 2 and "Invalid value for '--aml-form'" in bad.output
+@pytest.mark.parametrize("step", ["step1", "step2", "step3", "baseline", "supervised"])
+def test_training_help_fits_a_screen_and_lists_the_recipes(step: str) -> None:
+    from train.recipes import default_recipe, recipes
+
+    result = CliRunner().invoke(train_main, [step, "--help"])
+    assert result.exit_code == 0, result.output
+    options = [line for line in result.output.splitlines() if line.startswith("  -")]
+    assert len(options) <= 15, options
+    for name in recipes(step):
+        assert f" {name}: " in result.output, name
+    assert f"default {default_recipe(step).name}" in result.output
+
+
+def test_set_refuses_unknown_sections_keys_and_malformed_assignments(tmp_path) -> None:
+    for value, message in (("nope.x=1", "unknown section"), ("loss.nope=1", "nope"),
+                           ("loss.alpha2", "section.key=value"),
+                           ("loss.alpha2=abc", "alpha2 must be of type float")):
+        result = CliRunner().invoke(
+            train_main, ["step3", "--shards", str(tmp_path), "--set", value, "--print-config"]
+        )
+        assert result.exit_code != 0 and message in result.output, (value, result.output)
+
+
+def test_recipes_command_lists_every_recipe_and_prints_one_resolved() -> None:
+    from train.recipes import recipes
+
+    listing = CliRunner().invoke(train_main, ["recipes"])
+    assert listing.exit_code == 0
+    for name in recipes():
+        assert name in listing.output
+    one = CliRunner().invoke(train_main, ["recipes", "scorecritic"])
+    assert one.exit_code == 0 and "critic_lr:\n  scale: 8.0" in one.output
+    assert "separator: scorecritic-step2" in one.output
+    bad = CliRunner().invoke(train_main, ["recipes", "nope"])
+    assert bad.exit_code != 0 and "unknown recipe 'nope'" in bad.output

@@ -35,8 +35,9 @@ def test_two_process_gloo_run(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [str(TORCHRUN), "--nproc_per_node", "2", "-m", "train", "step1", "--shards", str(shards),
-         "--out", str(out), "--params", str(params), "--device", "cpu", "--max-epochs", "2",
-         "--steps-per-epoch", "3", "--ema-decay", "0.9", "--keep-checkpoint", "last",
+         "--out", str(out), "--params", str(params), "--device", "cpu",
+         "--set", "train.max_epochs=2", "--set", "train.steps_per_epoch=3",
+         "--set", "weight_average.decay=0.9", "--set", "train.keep_checkpoint=last",
          "--no-progress"],
         capture_output=True, text=True, env=env, timeout=240, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr

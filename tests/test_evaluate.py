@@ -29,7 +29,7 @@ from train.evaluate import (
     evaluate,
     load_named_models,
     oracle_ratio_masks,
-    paper_key,
+    paper_row,
     parse_named_paths,
     segment_bounds,
     segment_si_sdr,
@@ -110,12 +110,11 @@ def test_segments_and_silent_references_are_skipped_and_counted() -> None:
     assert summary["systems"]["sys"]["si_sdr_db"]["a"] == pytest.approx(expected_a)
 
 
-def test_paper_key() -> None:
-    table = ["step2", "step2-cmix", "step3", "step3-aml"]
-    assert paper_key("step2-cmix", table) == "step2-cmix"
-    assert paper_key("step3-aml-seed2", table) == "step3-aml"
-    assert paper_key("step3-aml/transcriptor", table) == "step3-aml"
-    assert paper_key("step2x", table) is None
+def test_paper_row_comes_from_the_record_not_the_name() -> None:
+    rows = {"seed1": "step3-aml", "step3-aml": ""}
+    assert paper_row("seed1", rows) == "step3-aml"
+    assert paper_row("step3-aml", rows) is None
+    assert paper_row(MIXTURE_SYSTEM, {}) == MIXTURE_SYSTEM
 
 
 def test_parse_named_paths_splits_at_the_first_equals_and_names_a_bad_value() -> None:
@@ -190,16 +189,21 @@ def test_evaluate_end_to_end(tmp_path: Path, shard_root: Path) -> None:
     torch.manual_seed(0)
     runs = tmp_path / "runs"
     extra = {"instruments": INSTRUMENTS}
-    save_checkpoint(runs / "step1" / "best.pt", Transcriptor(TINY), extra)
-    save_checkpoint(runs / "step3-aml" / "best.pt", Separator(TINY), extra)
-    save_checkpoint(runs / "step3-aml" / "transcriptor.pt", Transcriptor(TINY), extra)
-    assert set(discover_checkpoints(runs)) == {"step1", "step3-aml", "step3-aml/transcriptor"}
+    aml = {**extra, "recipe": "step3-aml", "paper_row": "step3-aml"}
+    save_checkpoint(runs / "step1" / "best.pt", Transcriptor(TINY),
+                    {**extra, "recipe": "step1", "paper_row": "step1"})
+    save_checkpoint(runs / "my-run" / "best.pt", Separator(TINY), aml)
+    save_checkpoint(runs / "my-run" / "transcriptor.pt", Transcriptor(TINY), aml)
+    # named like a paper row, but trained by no recipe of the paper: no published figures
+    save_checkpoint(runs / "step2-cmix" / "best.pt", Separator(TINY), extra)
+    assert set(discover_checkpoints(runs)) == {"step1", "my-run", "my-run/transcriptor",
+                                               "step2-cmix"}
 
     out = tmp_path / "reports"
     metrics = evaluate(shard_root, "test", {}, out, runs=runs, figure_tracks=1, device="cpu")
 
     sep = metrics["separation"]
-    assert set(sep["systems"]) == {MIXTURE_SYSTEM, ORACLE_SYSTEM, "step3-aml"}
+    assert set(sep["systems"]) == {MIXTURE_SYSTEM, ORACLE_SYSTEM, "my-run", "step2-cmix"}
     # Guitar is silent after 3.5 s: of the 2 + 2 four-second segments, 2 are skipped.
     assert sep["segments"]["guitar"] == {"total": 4, "skipped_silent": 2, "scored": 2}
     assert sep["segments"]["piano"]["skipped_silent"] == 0
@@ -225,7 +229,7 @@ def test_evaluate_end_to_end(tmp_path: Path, shard_root: Path) -> None:
         assert sep["systems"][ORACLE_SYSTEM]["si_sdr_db"][name] > mixture_db + 10.0
 
     trans = metrics["transcription"]
-    assert set(trans) == {"step1", "step3-aml/transcriptor"}
+    assert set(trans) == {"step1", "my-run/transcriptor"}
     entry = trans["step1"]["mixture"]["bass"]
     assert entry["n_tracks"] == 2 and entry["n_reference"] == 16
     assert set(trans["step1"]) == {"mixture", "iso tracks"}
@@ -233,10 +237,13 @@ def test_evaluate_end_to_end(tmp_path: Path, shard_root: Path) -> None:
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["n_tracks"] == 2
     report = (out / "results.md").read_text()
-    assert "step3-aml (step 3, + AML)" in report and "9.07" in report  # paper beside ours
+    # rows are matched to the paper's by the recorded recipe, never by the run's name
+    assert "| my-run (step 3, + AML) |" in report and "9.07" in report  # paper beside ours
+    assert "| step2-cmix |" in report and "7.48" not in report
+    assert saved["recipes"]["my-run"] == "step3-aml" and saved["paper_rows"]["step2-cmix"] == ""
     assert "oracle ideal ratio mask" in report and "0.86" in report
     figures = sorted(p.name for p in (out / "figures").iterdir())
     assert "si_sdr.png" in figures
-    assert "Track01876_step3-aml_spectrograms.png" in figures
+    assert "Track01876_my-run_spectrograms.png" in figures
     assert "Track01876_step1_rolls.png" in figures
     assert not any(name.startswith("Track01877") for name in figures)

@@ -15,10 +15,8 @@ from train.config import (
     ModelConfig,
     TrainConfig,
     from_dict,
-    loss_preset,
-    model_preset,
+    sized,
     to_dict,
-    train_preset,
 )
 from train.model import (
     CHECKPOINT_FORMAT_VERSION,
@@ -37,7 +35,7 @@ from train.model import (
     save_checkpoint,
 )
 
-TINY = model_preset("tiny")
+TINY = sized("tiny").model
 
 
 @pytest.fixture(scope="module")
@@ -128,8 +126,8 @@ def test_receptive_field_is_centred_and_matches_formula() -> None:
 
 
 def test_parameter_counts_of_presets() -> None:
-    tiny = Transcriptor(model_preset("tiny")).n_parameters()
-    paper = Transcriptor(model_preset("paper")).n_parameters()
+    tiny = Transcriptor(sized("tiny").model).n_parameters()
+    paper = Transcriptor(sized("paper").model).n_parameters()
     assert 0.3e6 < tiny < 1.5e6
     assert 5e6 < paper < 15e6
     assert "parameters" in Separator(TINY).describe()
@@ -204,21 +202,23 @@ def test_presets_and_paper_values() -> None:
     assert (loss.alpha1, loss.beta1, loss.alpha2, loss.beta2, loss.alpha3, loss.beta3) == (
         0.03, 0.1, 1.0, 0.1, 0.2, 0.05,
     )  # fmt: skip
-    train = train_preset("paper")
+    train = sized("paper").train
     assert (train.lr, train.lr_decay_factor, train.lr_patience, train.early_stop_patience) == (
         1e-3, 0.5, 2, 10,
     )  # fmt: skip
-    assert train_preset("tiny").window_frames == 129
-    paper = model_preset("paper")
+    assert sized("tiny").train.window_frames == 129
+    paper = sized("paper").model
     assert (paper.kernel_size, paper.blocks_per_repeat, paper.repeats) == (3, 8, 3)
-    assert loss_preset("step3-aml").use_aml and not loss_preset("step3-aml").use_atl
-    assert not loss_preset("step2-hmix").use_cmix
-    for getter in (model_preset, train_preset, loss_preset):
-        with pytest.raises(ConfigError, match="unknown .* preset 'huge'"):
-            getter("huge")
+    from train.recipes import get_recipe, resolve
+
+    aml = resolve(get_recipe("step3-aml")).config.loss
+    assert aml.use_aml and not aml.use_atl
+    assert not resolve(get_recipe("step2-hmix")).config.loss.use_cmix
+    with pytest.raises(ConfigError, match="unknown size preset 'huge'"):
+        sized("huge")
 
 
-@pytest.mark.parametrize("config", [model_preset("paper"), LossConfig(), train_preset("tiny")])
+@pytest.mark.parametrize("config", [sized("paper").model, LossConfig(), sized("tiny").train])
 def test_config_dict_round_trip(config: ModelConfig | LossConfig | TrainConfig) -> None:
     data = to_dict(config)
     assert all(isinstance(v, (int, float, str, bool)) for v in data.values())

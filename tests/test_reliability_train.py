@@ -24,14 +24,13 @@ import soundfile as sf
 import torch
 from click.testing import CliRunner
 from test_data import write_synthetic_shards
-from test_trainer import MODEL, _train_cfg
+from test_trainer import MODEL, run_recipe
 
 import prep.shards as S
 from prep.faults import ENV_VAR
+from train.assemble import TrainingError
 from train.cli import main as train_cli
-from train.config import loss_preset
 from train.model import CheckpointError, Transcriptor, load_model, save_checkpoint
-from train.trainer import TrainingError, run
 
 BIN = Path(sys.executable).parent
 STEPS, EPOCHS = 3, 2
@@ -58,7 +57,8 @@ def params(tmp_path_factory) -> Path:
 
 def train_args(step: str, shards: Path, out: Path, params: Path, *extra: str) -> list[str]:
     return [step, "--shards", str(shards), "--out", str(out), "--params", str(params),
-            "--max-epochs", str(EPOCHS), "--steps-per-epoch", str(STEPS), "--seed", "3",
+            "--set", f"train.max_epochs={EPOCHS}", "--set", f"train.steps_per_epoch={STEPS}",
+            "--seed", "3",
             "--no-progress", *extra]
 
 
@@ -138,8 +138,8 @@ def test_shards_are_hashed_once_at_start_not_per_step(shards, tmp_path, monkeypa
     real = S.sha256_file
     monkeypatch.setattr(S, "sha256_file", lambda path, *a: hashed.append(Path(path)) or real(
         path, *a))
-    run("step1", shards, _train_cfg(steps_per_epoch=2, max_epochs=2), MODEL,
-        loss_preset("step1"), tmp_path / "run", progress=False)
+    run_recipe("step1", shards, tmp_path / "run",
+               sections={"train": dict(steps_per_epoch=2, max_epochs=2)})
     listed = sorted(shards / s["path"] for s in S.read_manifest(shards)["shards"])
     assert sorted(hashed) == listed  # 4 steps and 2 validations, each shard hashed once
 
@@ -174,8 +174,8 @@ def test_trainer_refuses_a_damaged_shard_naming_it(damage, shards, tmp_path, par
 def test_disk_full_while_saving_last_pt_keeps_the_previous_one(shards, tmp_path,
                                                                monkeypatch) -> None:
     out = tmp_path / "run"
-    cfg = _train_cfg(steps_per_epoch=1, max_epochs=1)
-    run("step1", shards, cfg, MODEL, loss_preset("step1"), out, progress=False)
+    cfg = dict(steps_per_epoch=1, max_epochs=1)
+    run_recipe("step1", shards, out, sections={"train": cfg})
     before = hashlib.sha256((out / "last.pt").read_bytes()).hexdigest()
     real_save = torch.save
 
@@ -187,8 +187,8 @@ def test_disk_full_while_saving_last_pt_keeps_the_previous_one(shards, tmp_path,
 
     monkeypatch.setattr(torch, "save", full_disk)
     with pytest.raises(TrainingError, match=rf"{out / 'last.pt'}: cannot save checkpoint: disk full"):
-        run("step1", shards, _train_cfg(steps_per_epoch=1, max_epochs=2), MODEL,
-            loss_preset("step1"), out, resume=True, progress=False)
+        run_recipe("step1", shards, out, sections={"train": dict(steps_per_epoch=1, max_epochs=2)},
+                   resume=True)
     assert hashlib.sha256((out / "last.pt").read_bytes()).hexdigest() == before
     assert not list(out.glob(".*.partial"))
 
@@ -250,25 +250,25 @@ def test_bad_checkpoints_are_refused_by_every_entry_point(case, shards, params,
 
 def test_resume_refuses_unsafe_or_foreign_training_state(shards, tmp_path) -> None:
     out = tmp_path / "run"
-    cfg = _train_cfg(steps_per_epoch=1, max_epochs=1)
-    run("step1", shards, cfg, MODEL, loss_preset("step1"), out, progress=False)
+    cfg = dict(steps_per_epoch=1, max_epochs=1)
+    run_recipe("step1", shards, out, sections={"train": cfg})
     state = torch.load(out / "last.pt", weights_only=True)
     assert state["format_version"] == 1
-    more = _train_cfg(steps_per_epoch=1, max_epochs=2)
+    more = dict(steps_per_epoch=1, max_epochs=2)
 
     torch.save({**state, "hook": Malicious(tmp_path / "pwned")}, out / "last.pt")
     with pytest.raises(TrainingError, match=rf"{out / 'last.pt'}: cannot resume, not a readable"):
-        run("step1", shards, more, MODEL, loss_preset("step1"), out, resume=True, progress=False)
+        run_recipe("step1", shards, out, sections={"train": more}, resume=True)
     assert not (tmp_path / "pwned").exists()
 
     torch.save({**state, "format_version": 5}, out / "last.pt")
     with pytest.raises(TrainingError, match=r"last.pt: training state format_version 5 found, "
                                             r"expected 1"):
-        run("step1", shards, more, MODEL, loss_preset("step1"), out, resume=True, progress=False)
+        run_recipe("step1", shards, out, sections={"train": more}, resume=True)
 
     (out / "last.pt").write_bytes((out / "best.pt").read_bytes()[:1000])  # truncated
     with pytest.raises(TrainingError, match=r"last.pt: cannot resume"):
-        run("step1", shards, more, MODEL, loss_preset("step1"), out, resume=True, progress=False)
+        run_recipe("step1", shards, out, sections={"train": more}, resume=True)
 
 
 def test_python_tag_in_params_file_is_refused_naming_it(shards, tmp_path) -> None:

@@ -152,8 +152,8 @@ class TrainConfig:
             "best", the epoch with the lowest validation loss (the paper), or "last", the last
             epoch. Step 3's validation loss is measured with the transcriptor it trains, a
             moving critic, so its minimum need not be the best separator
-            (reports/bench/findings/10-*.md). The lr schedule and early stopping follow the
-            validation loss either way.
+            (reports/bench/findings/10-step3-epochs-and-selection.md). The lr schedule and
+            early stopping follow the validation loss either way.
     """
 
     batch_size: int = 8
@@ -257,7 +257,8 @@ class AmlPositivesConfig:
     paper's sign teaches the transcriptor to switch notes *on* for fake mixtures, and the
     negated BCE is unbounded below. This form only asks it to miss the remixed notes, and
     stops pushing an element once its BCE reaches ``clamp`` (2.3 = -ln 0.1). Replaces eq. 9
-    inside eq. 11 when ``enabled`` (and ``loss.use_aml``). Finding: reports/bench/findings/09.
+    inside eq. 11 when ``enabled`` (and ``loss.use_aml``).
+    Finding: reports/bench/findings/09-aml-positives.md.
 
     Attributes:
         enabled: use this form instead of the paper's eq. 9.
@@ -278,7 +279,7 @@ class AnchorConfig:
 
     Adds ``weight`` x sum_i L_score(S_hat_i, Y^(i)) (eq. 5) under the frozen step-1
     transcriptor to L_sep (eq. 8). The co-trained critic drifts away from recognising clean
-    sources; the frozen one still does. Finding: reports/bench/findings/13.
+    sources; the frozen one still does. Finding: reports/bench/findings/13-anchor-critic.md.
 
     Attributes:
         weight: lambda (0 = off). Step 3 only.
@@ -297,7 +298,8 @@ class OwnedRemixConfig:
     The bins the score gives to one instrument only ("owned") hold, by eq. 6-7, that
     instrument's stem. Owned bins of different clips, filled elsewhere with the detached
     separated sources, are remixed; the separator must return each remix's sources.
-    Adds ``weight`` x L_own to L_sep (steps 2 and 3). Finding: reports/bench/findings/15.
+    Adds ``weight`` x L_own to L_sep (steps 2 and 3).
+    Finding: reports/bench/findings/15-owned-bin-remix.md.
 
     Attributes:
         weight: gamma (0 = off).
@@ -315,7 +317,7 @@ class WeightAverageConfig:
 
     Updated after every optimiser step; validation measures the averaged networks and the
     checkpoints hold them. A stem-free way to damp the epoch-to-epoch wander of a separator
-    trained against a moving critic. Finding: reports/bench/findings/16.
+    trained against a moving critic. Finding: reports/bench/findings/16-weight-average.md.
 
     Attributes:
         decay: per-step decay (0 = off; 0.995 averages over about 200 steps).
@@ -332,7 +334,7 @@ class WeightAverageConfig:
 class CriticLrConfig:
     """The learning rate of a transcriptor trained beside a separator (step 3), as a multiple
     of ``train.lr``: a critic that keeps up with the separator teaches it more.
-    Finding: reports/bench/findings/27.
+    Finding: reports/bench/findings/27-critic-lr-4x-and-8x.md.
 
     Attributes:
         scale: the multiple (1 = the paper: one learning rate). Other steps ignore it.
