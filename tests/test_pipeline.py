@@ -32,13 +32,6 @@ def _status(cwd: Path) -> dict:
     return json.loads(_dvc(cwd, "status", "--json") or "{}")
 
 
-def _set_param(cwd: Path, section: str, key: str, value) -> None:
-    path = cwd / "params.yaml"
-    params = yaml.safe_load(path.read_text())
-    params[section][key] = value
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-
-
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory) -> Path:
     """A copy of dvc.yaml and params.yaml with every dep and out a committed stand-in."""
@@ -65,60 +58,70 @@ def pipeline(tmp_path_factory) -> Path:
     return root
 
 
-def test_every_stage_of_the_paper_is_declared(pipeline: Path) -> None:
+STEP2 = {"step2@step2-cmix", "step2@step2-hmix", "step2@step2", "step2@scorecritic-step2"}
+STEP3 = {"step3@step3", "step3@step3-aml", "step3@step3-atl", "step3@scorecritic"}
+
+
+def test_every_stage_of_the_paper_and_our_recipe_is_declared(pipeline: Path) -> None:
     from dvc.repo import Repo
 
     with Repo(str(pipeline)) as repo:
         names = {stage.name for stage in repo.index.stages}
     assert {"corpus", "shards", "step1", "baseline", "supervised", "evaluate"} <= names
-    assert {"step2@step2-cmix", "step2@step2-hmix", "step2@step2"} <= names
-    assert {"step3@step3", "step3@step3-aml", "step3@step3-atl"} <= names
+    assert STEP2 | STEP3 <= names
     assert _status(pipeline) == {}
 
 
+def _set(cwd: Path, path: str, value) -> None:
+    file = cwd / "params.yaml"
+    params = yaml.safe_load(file.read_text())
+    *parents, key = path.split(".")
+    node = params
+    for parent in parents:
+        node = node.setdefault(parent, {})
+    node[key] = value
+    file.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
 @pytest.mark.parametrize(
-    ("section", "key", "value", "expected"),
+    ("path", "value", "expected"),
     [
-        ("loss", "alpha3", 0.5, {"step3@step3", "step3@step3-aml", "step3@step3-atl"}),
-        # step 3 trains the transcriptor with L_TL too (eq. 11)
-        ("loss", "alpha1", 0.05, {"step1", "step3@step3", "step3@step3-aml", "step3@step3-atl"}),
-        (
-            "loss",
-            "beta2",
-            0.01,
-            {
-                "step2@step2-cmix",
-                "step2@step2-hmix",
-                "step2@step2",
-                "step3@step3",
-                "step3@step3-aml",
-                "step3@step3-atl",
-            },
-        ),
-        ("evaluate", "segment_seconds", 2.0, {"evaluate"}),
+        # a loss or extension setting reaches every recipe that trains with losses
+        ("loss.alpha3", 0.5, {"step1", "baseline"} | STEP2 | STEP3),
+        ("anchor.weight", 0.5, {"step1"} | STEP2 | STEP3),
+        # a step's own section reaches that step's runs only
+        ("steps.step3.train.max_epochs", 5, STEP3),
+        ("steps.step2.loss.beta2", 0.01, STEP2),
+        ("steps.supervised.train.max_epochs", 5, {"supervised"}),
+        ("evaluate.segment_seconds", 2.0, {"evaluate"}),
     ],
 )
 def test_a_parameter_change_invalidates_only_its_stages(
-    pipeline: Path, section: str, key: str, value, expected: set[str]
+    pipeline: Path, path: str, value, expected: set[str]
 ) -> None:
     original = (pipeline / "params.yaml").read_text()
     try:
-        _set_param(pipeline, section, key, value)
+        _set(pipeline, path, value)
         assert set(_status(pipeline)) == expected
     finally:
         (pipeline / "params.yaml").write_text(original)
     assert _status(pipeline) == {}
 
 
-def test_a_step2_switch_invalidates_only_that_run(pipeline: Path) -> None:
-    original = (pipeline / "params.yaml").read_text()
-    try:
-        params = yaml.safe_load(original)
-        params["step2-hmix"]["loss"]["use_cmix"] = True
-        (pipeline / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        assert set(_status(pipeline)) == {"step2@step2-hmix"}
-    finally:
-        (pipeline / "params.yaml").write_text(original)
+@pytest.mark.parametrize("name", ["params.yaml", "params/bench.yaml", "params/paper.yaml"])
+def test_every_params_file_runs_recipes_wired_as_the_recipes_say(name: str) -> None:
+    """`runs.step3` names each step-3 recipe's step-2 start for DVC's dependency graph; it
+    must be the recipe's own `starts_from`, and every run a recipe of its step."""
+    from train.recipes import get_recipe, resolve
+
+    params = yaml.safe_load((REPO / name).read_text())
+    for recipe in params["runs"]["step2"]:
+        assert get_recipe(recipe, "step2")
+    for recipe, separator in params["runs"]["step3"].items():
+        assert get_recipe(recipe, "step3").starts_from == {"transcriptor": "step1",
+                                                           "separator": separator}, recipe
+        assert separator in params["runs"]["step2"], separator
+        resolve(get_recipe(recipe), params=params, params_name=name)  # every section valid
 
 
 def test_alternative_parameter_files_have_the_same_keys() -> None:
@@ -128,7 +131,7 @@ def test_alternative_parameter_files_have_the_same_keys() -> None:
         out = set()
         for key, value in tree.items():
             out.add(prefix + key)
-            if isinstance(value, dict) and key in ("corpus", "shards", "evaluate"):
+            if isinstance(value, dict) and key in ("corpus", "shards", "evaluate", "steps"):
                 out |= keys(value, prefix + key + ".")
         return out
 
