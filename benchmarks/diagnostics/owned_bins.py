@@ -1,6 +1,6 @@
 """How much of each stem the owned-bin remix can see, and what its fills copy into the targets.
 
-The owned-bin remix (``train.losses.owned_bin_remix``; reports/bench, finding 15) takes its
+The owned-bin remix (``train.extensions.owned_bin_remix``; reports/bench, finding 15) takes its
 known sources from the bins U_i that only instrument i's harmonics reach. This prints, on the
 trainer's fixed validation windows:
 
@@ -13,10 +13,10 @@ trainer's fixed validation windows:
 2. with ``NAME=PATH`` separators: the share of each separated source's *fill* (its magnitude
    outside U_i, which ``owned+separated`` copies into the remix's targets) lying in bins
    another instrument owns, beside the same share for the true stems. An excess over the
-   stems is leak the fill teaches back (``owned+separated-unowned`` leaves those bins out);
-3. how much of an owned-bin remix (``owned`` sources) collides, i.e. has a known split: the
-   overlap sum_i min(S'_i, sum_{j != i} S'_j) / sum_i S'_i, for remix sources as drawn and
-   pitch-shifted by up to K semitones to collide (``owned_remix_shift``, finding 24).
+   stems is leak the fill teaches back.
+
+(The collision table of finding 24, for the pitch-shifted remixes that were not adopted, is in
+git tag ``search-history``.)
 
 Usage:
     python -m benchmarks.diagnostics.owned_bins --shards data g20=runs-bench/step3-ema-gamma20/best.pt
@@ -36,16 +36,6 @@ if TYPE_CHECKING:
 
 # (frequency dilation in bins, solo-frame release tail in frames or None for no solo frames)
 VARIANTS = [(0, None), (1, None), (2, None), (0, 2), (0, 4), (1, 2)]
-SHIFTS = (0, 1, 2, 3, 6, 12)  # owned_remix_shift K of the collision table
-
-
-def collided(S_syn: torch.Tensor) -> tuple[float, float]:
-    """(magnitude in a collision, all magnitude) of remix sources S' [B, I, F, T]: the part of
-    each source that another source's magnitude in the same bin covers."""
-    import torch
-
-    others = S_syn.sum(dim=1, keepdim=True) - S_syn  # [B, I, F, T]
-    return torch.minimum(S_syn, others).sum().item(), S_syn.sum().item()
 
 
 def widened(A: torch.Tensor, Y: torch.Tensor, bins: int) -> torch.Tensor:
@@ -80,7 +70,7 @@ def main() -> None:
     args, separators, shard_set = validation_command(__doc__)
     import torch
 
-    from train.losses import owned_bin_remix, owned_harmonic_bins, remix_indices
+    from train.extensions import owned_harmonic_bins
 
     instruments = list(shard_set.instruments)
     n_inst = len(instruments)
@@ -92,8 +82,6 @@ def main() -> None:
     stem_total = zeros()
     fill_keys = ["stems", *separators]
     fill = {k: {"others_owned": zeros(), "outside_own": zeros()} for k in fill_keys}
-    collisions = {k: [0.0, 0.0] for k in SHIFTS}
-    donor_draw = torch.Generator().manual_seed(args.seed)
     with torch.no_grad():
         for batch in validation_windows(args, shard_set):
             X, A, Y = batch["X"], batch["A"], batch["Y"]  # [B, F, T], [B, I, F, T], [B, I, 88, T]
@@ -106,11 +94,6 @@ def main() -> None:
                 U = U.double()
                 coverage[(bins, tail)]["stem_in_U"] += (U * S).sum(dim=(0, 2, 3))
                 coverage[(bins, tail)]["mix_in_U"] += (U * X[:, None]).sum(dim=(0, 2, 3))
-            donors = remix_indices(X.shape[0], n_inst, donor_draw)  # [B, I]
-            for k in SHIFTS:
-                _, S_syn = owned_bin_remix(X, A, donors, max_shift_semitones=k)  # [B, I, F, T]
-                hit, total = collided(S_syn)
-                collisions[k] = [collisions[k][0] + hit, collisions[k][1] + total]
             U = owned_harmonic_bins(A).double()  # [B, I, F, T]
             others = U.sum(dim=1, keepdim=True) - U  # bins another instrument owns
             estimates = {"stems": S}
@@ -137,12 +120,6 @@ def main() -> None:
         cells += [f"{v:.3f}" for v in pur.tolist()]
         cells.append(f"{sums['stem_in_U'].sum() / sums['mix_in_U'].sum():.3f}")
         print(f"| {label} | " + " | ".join(cells) + " |")
-    print("\nOwned-bin remixes (`owned` sources, random donors): share of their magnitude in a "
-          "collision, sum_i min(S'_i, sum_(j != i) S'_j) / sum_i S'_i.\n")
-    print("| sources pitch-shifted by up to | collided magnitude |")
-    print("|---|---|")
-    for k, (hit, total) in collisions.items():
-        print(f"| {k} semitones | {hit / total:.3f} |")
     if separators:
         print("\nFill: share of each source's magnitude outside U_i that lies in bins another "
               "instrument owns (U_j, j != i).\n")

@@ -24,7 +24,7 @@ def main() -> None:
     args, separators, shard_set = validation_command(__doc__)
     import torch
 
-    from train.losses import owned_harmonic_bins
+    from train.extensions import owned_harmonic_bins
 
     n_inst = len(shard_set.instruments)
     sums = {name: [0.0, torch.zeros(n_inst), torch.zeros(n_inst)] for name in separators}

@@ -69,7 +69,7 @@ def main() -> None:
     args, separators, shard_set = validation_command(__doc__)
     import torch
 
-    from train.losses import owned_harmonic_bins
+    from train.extensions import owned_harmonic_bins
 
     instruments = list(shard_set.instruments)
     signal = torch.zeros(len(instruments))

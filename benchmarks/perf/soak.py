@@ -190,7 +190,7 @@ def soak_train(work: Path, kills: int, rng: random.Random) -> dict[str, Any]:
 
     def command(out: Path, resume: bool) -> list[str]:
         return [str(BIN / "train"), "step1", "--shards", str(shards), "--out", str(out),
-                "--params", str(params), "--max-epochs", "4", "--steps-per-epoch", "3",
+                "--params", str(params), "--set", "train.max_epochs=4", "--set", "train.steps_per_epoch=3",
                 "--seed", "5", "--no-progress", *(["--resume"] if resume else [])]
 
     straight, resumed = work / "runs" / "straight", work / "runs" / "resumed"

@@ -28,7 +28,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from benchmarks.common import (
@@ -41,12 +40,14 @@ from benchmarks.common import (
     write_json,
 )
 
-SYSTEMS = [  # (run name, trainer step, loss preset, extra LossConfig settings)
-    ("step1", "step1", "step1", {}),
-    ("step2", "step2", "step2", {}),
-    ("step3", "step3", "step3", {"use_aml": True, "use_atl": True}),
-    ("baseline", "baseline", "baseline", {}),
-    ("supervised", "supervised", "supervised", {}),
+SYSTEMS = [  # (system = run folder, recipe (train/recipes.yaml), sections set on top)
+    ("step1", "step1", {}),
+    ("step2", "step2", {}),
+    ("step3", "step3", {"loss": {"use_aml": True, "use_atl": True}}),  # every paper term
+    ("scorecritic-step2", "scorecritic-step2", {}),
+    ("scorecritic", "scorecritic", {}),  # the project's recipe: `train step3`
+    ("baseline", "baseline", {}),
+    ("supervised", "supervised", {}),
 ]
 
 
@@ -89,24 +90,23 @@ def measure(shards: Path, runs: Path, steps: int, workers: int, device: str,
     """
     import torch
 
-    from train.config import loss_preset, model_preset, train_preset
-    from train.trainer import SPECS, run
+    from train.pipeline import run
+    from train.recipes import get_recipe, resolve
+    from train.steps import SPECS
 
-    train_cfg = replace(train_preset("tiny"), steps_per_epoch=steps, max_epochs=2,
-                        num_workers=workers, device=device, val_windows=8,
-                        batch_size=batch_size, bf16=bf16)
-    model_cfg = model_preset(preset)
+    budget = {"steps_per_epoch": steps, "max_epochs": 2, "num_workers": workers,
+              "device": device, "val_windows": 8, "batch_size": batch_size, "bf16": bf16}
     cuda = torch.cuda.is_available() and device != "cpu"
     rows = []
     needed = set(systems or [name for name, *_ in SYSTEMS])
-    if needed & {"step2", "step3"}:
-        needed.add("step1")
-    if "step3" in needed:
-        needed.add("step2")
-    for name, step, loss_name, extra in SYSTEMS:
+    for name, recipe, _ in reversed(SYSTEMS):  # what the needed systems start from
+        if name in needed:
+            needed |= set(get_recipe(recipe).starts_from.values())
+    for name, recipe, sections in SYSTEMS:
         if name not in needed:
             continue
-        loss_cfg = replace(loss_preset(loss_name), **extra)
+        resolved = resolve(get_recipe(recipe), preset, {**sections, "train": budget})
+        step = resolved.recipe.step
         if cuda:
             torch.cuda.reset_peak_memory_stats()
         start, cpu = time.perf_counter(), time.process_time()
@@ -114,8 +114,7 @@ def measure(shards: Path, runs: Path, steps: int, workers: int, device: str,
             # what torch did before the trainer chose: the same count in every process
             os.environ["OMP_NUM_THREADS"] = str(threads)
             torch.set_num_threads(threads)
-        metrics = run(step, shards, train_cfg, model_cfg, loss_cfg, runs / name,
-                      progress=False, dvclive=dvclive)
+        metrics = run(resolved, shards, runs / name, progress=False, dvclive=dvclive)
         os.environ.pop("OMP_NUM_THREADS", None)
         if systems is not None and name not in systems:
             continue
@@ -137,9 +136,10 @@ def measure_ddp(shards: Path, runs: Path, steps: int, batch_size: int) -> dict:
         out = runs / f"ddp{procs}"
         command = [str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node",
                    str(procs), "-m", "train", "step1", "--shards", str(shards), "--out",
-                   str(out), "--preset", "tiny", "--max-epochs", "2", "--steps-per-epoch",
-                   str(steps), "--batch-size", str(batch_size), "--val-windows", "8",
-                   "--workers", "1", "--device", "cpu", "--no-progress"]
+                   str(out), "--preset", "tiny", "--set", "train.max_epochs=2", "--set",
+                   f"train.steps_per_epoch={steps}", "--set", f"train.batch_size={batch_size}",
+                   "--set", "train.val_windows=8", "--set", "train.num_workers=1",
+                   "--device", "cpu", "--no-progress"]
         env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
         start = time.perf_counter()
         subprocess.run(command, check=True, capture_output=True, text=True, env=env, cwd=ROOT)
@@ -180,9 +180,9 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from train.config import train_preset
+    from train.config import sized
 
-    batch_size = args.batch_size or train_preset(args.preset).batch_size
+    batch_size = args.batch_size or sized(args.preset).train.batch_size
     systems = tuple(args.systems.split(","))
     unknown = set(systems) - {name for name, *_ in SYSTEMS}
     if unknown:
