@@ -106,7 +106,7 @@ STEMS_MODES = ("eval", "all", "none")
 # resampy filters: kaiser_best (resampy's default, most accurate) or kaiser_fast (about 2.5x
 # faster, wider transition band below the new Nyquist).
 # Resamplers to 16 kHz. soxr_hq (libsoxr "HQ", librosa's default) is the default: measured by
-# benchmarks/prep.py on 44.1 kHz stems it is ~90x cheaper than resampy's kaiser_best and more
+# benchmarks/perf/prep_throughput.py on 44.1 kHz stems it is ~90x cheaper than resampy's kaiser_best and more
 # accurate (passband tone SNR 65 vs 34 dB, aliases -143 vs -105 dB). soxr_vhq is marginally more
 # accurate at about the same cost; the resampy filters are kept for shards built before.
 RESAMPLE_FILTERS = ("soxr_hq", "soxr_vhq", "kaiser_best", "kaiser_fast")
@@ -641,7 +641,7 @@ def build_one_shard(
     import torch
 
     # The build parallelises across shards (workers), never inside a track: torch's intra-op
-    # threads only spin on the per-track STFT (benchmarks/prep.py: 5x its CPU on 2 threads).
+    # threads only spin on the per-track STFT (benchmarks/perf/prep_throughput.py: 5x its CPU on 2 threads).
     # In a worker (single_thread) the setting stays; in the caller's process it is restored.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

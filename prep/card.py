@@ -67,7 +67,7 @@ SPLIT_ORDER = ("train", "validation", "test")
 PAPER_ACTIVITY_RATE: dict[str, float] = {"piano": 0.41, "guitar": 0.14, "bass": 0.67}
 # Slakh2100-split2 track counts (prep/data/splits_v2.json, ATTRIBUTION.md).
 SPLIT2_COUNTS: dict[str, int] = {"train": 1500, "validation": 375, "test": 225}
-# Storage measured by benchmarks/loading.py (prep/shards.py module docstring), GB = 1e9 bytes.
+# Storage measured by benchmarks/perf/loading.py (prep/shards.py module docstring), GB = 1e9 bytes.
 MEASURED_GB_PER_HOUR_NO_STEMS = 0.471
 MEASURED_GB_PER_HOUR_PER_STEM = 0.23
 DEFAULT_INSTRUMENT_MAP_SOURCE = "prep/data/instrument_map_programs.yaml"

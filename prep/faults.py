@@ -1,5 +1,5 @@
 """Fault injection for the reliability tests (``tests/test_reliability_*.py``,
-``benchmarks/soak.py``): inert unless ``SCORECRITIC_FAULT`` is set.
+``benchmarks/perf/soak.py``): inert unless ``SCORECRITIC_FAULT`` is set.
 
 ``SCORECRITIC_FAULT="point:n[,point:n...]"`` makes the process kill itself with SIGKILL (no
 cleanup handlers, no ``finally`` blocks: what a power cut or the OOM killer does) the n-th time

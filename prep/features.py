@@ -38,8 +38,8 @@ TUNING_HZ = 440.0
 
 # The paper does not give the number of harmonics L. 15 harmonics of the lowest piano key
 # (27.5 Hz) reach 412 Hz, and of A4 6.6 kHz, which covers the partials of piano, distorted
-# guitar and bass that carry most energy in a 16 kHz signal; the CPU calibration
-# (CALIBRATION.md) used 15 as well.
+# guitar and bass that carry most energy in a 16 kHz signal; the project's early CPU
+# calibration runs used 15 as well.
 DEFAULT_N_HARMONICS = 15
 DEFAULT_TOLERANCE_BINS = 1
 # Activity rates below this floor are clamped before inverting them in class_weights.
@@ -197,7 +197,7 @@ def magnitude_spectrogram(wave: np.ndarray) -> np.ndarray:
     The same frames as :func:`stft` (``center=True``: zero padding of ``N_FFT // 2`` each side,
     sqrt-Hann window), computed as windowed frames -> real FFT directly in time-major order,
     which gives identical values to ``stft(...).abs().T`` at less than half its CPU cost
-    (no padding copy inside ``torch.stft``, no complex transpose; benchmarks/prep.py).
+    (no padding copy inside ``torch.stft``, no complex transpose; benchmarks/perf/prep_throughput.py).
     Frames are processed in blocks to bound the temporaries on long tracks.
     """
     wave = np.asarray(wave)
@@ -314,7 +314,7 @@ def harmonic_mask(
     ``tolerance_bins`` of bin f (see :func:`harmonic_bins_table`). Computed as a matrix
     product of the distinct roll rows with the pitch->bins table (any-reduction over active
     pitches), then gathered back: music holds the same chord over many frames, so a track has
-    far fewer distinct rows than frames (benchmarks/prep.py: 20-30x cheaper than a product
+    far fewer distinct rows than frames (benchmarks/perf/prep_throughput.py: 20-30x cheaper than a product
     over every row).
     """
     roll = np.asarray(roll)

@@ -33,7 +33,7 @@ with ``T = n_frames = 1 + n_samples // 500`` (frame t centred on sample 500 t). 
 are time-major, so a 4-s training window (129 frames) is one contiguous slice per dataset.
 Booleans are h5py's enum-of-int8 bools. The group order of tracks is their insertion order.
 
-Storage, chosen by measurement (``.venv/bin/python benchmarks/loading.py``: the real Slakh
+Storage, chosen by measurement (``python -m benchmarks.perf.loading``: the real Slakh
 Track00001 score rendered with FluidSynth, piano/guitar/bass, 5 copies = 20 min, I = 3, no
 stems; 1500 random 129-frame windows of spec+roll+harmonic_mask+activity read through
 ``ShardSet.read_frames`` in one process, files in the page cache, best of 3 passes, on the
@@ -191,7 +191,7 @@ class StorageLayout:
         return kwargs
 
 
-# Measured with `benchmarks/loading.py`; the numbers are in the module docstring.
+# Measured with `benchmarks/perf/loading.py`; the numbers are in the module docstring.
 DEFAULT_LAYOUT = StorageLayout()
 
 

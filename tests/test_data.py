@@ -1,7 +1,7 @@
 """Training windows from shards (train/data.py) on a tiny synthetic shard set.
 
 ``write_synthetic_shards`` is also used by tests/test_trainer.py, tests/test_ddp.py and
-benchmarks/train.py: a few tracks of harmonic sinusoid notes for three instruments with their
+benchmarks/perf/train_throughput.py: a few tracks of harmonic sinusoid notes for three instruments with their
 real features (prep.features), written with prep.shards.ShardWriter.
 """
 

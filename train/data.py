@@ -178,7 +178,7 @@ class WindowDataset(Dataset):
         for key in items[0]:
             # Stack time-major (contiguous copies), then move time last in torch: one blocked
             # transpose per batch instead of numpy's strided copy of every window (which was
-            # 43% of a worker's time, benchmarks/loading.py).
+            # 43% of a worker's time, benchmarks/perf/loading.py).
             stacked = np.stack([item[key] for item in items])
             if stacked.dtype != np.bool_:
                 stacked = stacked.astype(np.float32, copy=False)

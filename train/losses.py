@@ -18,7 +18,7 @@ autocast, unlike BCE on probabilities). Max over instruments / notes (eq. 2-3) i
 logits: sigmoid is monotonic, so sigmoid(max z) = max sigmoid(z) = max p exactly. Every loss
 computes in float32 whatever the input dtype.
 
-Normalisation (the paper gives none; CALIBRATION.md shows it sets the balance of the terms):
+Normalisation (the paper gives none, and it sets the balance of the terms):
 each loss is **summed over the indices its equation shows, then divided by batch x frames**, so
 the paper's weights alpha1..beta3 apply per frame. The mixture losses (eq. 6-7) follow the audio
 level; with ``LossConfig.mixture_norm = "mixture"`` (default) each sample's sum is also divided
@@ -28,7 +28,7 @@ L1 errors. Per-frame values measured on FluidSynth renderings of the Track00001 
 L1 norm of X = 787), with a fresh ``tiny`` separator (masks ~0.5) unless said otherwise:
 
     term (per frame)                 mixture_norm="none"   mixture_norm="mixture"
-    score, eq. 5 summed over i       ~690 at init (I*I*88 BCEs), trained ~25 down to 0.3 [CAL]
+    score, eq. 5 summed over i       ~690 at init (I*I*88 BCEs), trained ~25 down to 0.3 [cal]
     c-mix, eq. 6, init separator     417                   0.56
     c-mix, true stems as S_hat       127                   0.16  (|X| != sum_i |S_i|)
     c-mix, mixture as every source   1574                  2.00
@@ -36,9 +36,9 @@ L1 norm of X = 787), with a fresh ``tiny`` separator (masks ~0.5) unless said ot
     h-mix, true stems as S_hat       1085                  1.31  (energy off the harmonics)
     h-mix, mixture as every source   2446                  3.06
 
-[CAL] = CALIBRATION.md. With raw magnitudes and the paper's alpha2 = 1 the mixture terms are as
-large as the trained score term and CALIBRATION saw them fight (-5.5 dB); alpha2 = 0.01 did
-better. "mixture" puts alpha2 * c-mix at ~1-2 % of a trained score term, the regime that worked,
+[cal] = the project's early CPU-scale calibration runs. With raw magnitudes and the paper's
+alpha2 = 1 the mixture terms there were as large as the trained score term and fought it
+(-5.5 dB); alpha2 = 0.01 did better. "mixture" puts alpha2 * c-mix at ~1-2 % of a trained score term, the regime that worked,
 and makes that balance independent of the audio level. The "mixture" h-mix has a floor of ~1.3
 even for the true stems: it can never reach 0.
 

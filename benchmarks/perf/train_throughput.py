@@ -9,9 +9,9 @@ the figures are those of the second (``--steps`` optimiser steps). Data wait = t
 ``next(loader)`` / step time. On CUDA each row also gives the peak GPU memory, and
 ``--fp32`` trains without bf16 autocast.
 
-    .venv/bin/python benchmarks/train.py [--shards data/] [--steps 20] [--workers 1]
+    python -m benchmarks.perf.train_throughput [--shards data/] [--steps 20] [--workers 1]
         [--device cpu] [--compare-threads 2] [--ddp] [--json runs/bench/train.json]
-    python3 benchmarks/train.py --preset paper --device cuda --workers 6 --steps 80 \
+    python -m benchmarks.perf.train_throughput --preset paper --device cuda --workers 6 --steps 80 \
         --synthetic /tmp/syn --train-tracks 32 --seconds 30 --no-dvclive [--fp32]
 
 ``--compare-threads N`` reruns every system with N torch threads forced in every process (what
