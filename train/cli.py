@@ -44,7 +44,7 @@ def _recipe_list(step: str) -> str:
     return "\n".join(lines)
 
 
-def _training_command(step: str, examples: str, starts: tuple[str, ...]):
+def _training_command(step: str, starts: tuple[str, ...]):
     """Define ``train <step>``: the same options for every step, plus the networks it starts
     from (``--transcriptor``, ``--separator``)."""
 
@@ -203,7 +203,7 @@ _STEPS = {
 for _step, (_summary, _examples, _starts) in _STEPS.items():
     _help = f"{_summary}\n\n\b\nExamples:\n  {_examples}"
     main.command(_step, help=_help, epilog=_recipe_list(_step))(
-        _training_command(_step, _examples, _starts)
+        _training_command(_step, _starts)
     )
 
 

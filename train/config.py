@@ -367,9 +367,9 @@ class RunConfig:
             off by default.
     """
 
-    model: ModelConfig = field(default_factory=lambda: ModelConfig())
-    train: TrainConfig = field(default_factory=lambda: TrainConfig())
-    loss: LossConfig = field(default_factory=lambda: LossConfig())
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
     aml_positives: AmlPositivesConfig = field(default_factory=AmlPositivesConfig)
     anchor: AnchorConfig = field(default_factory=AnchorConfig)
     owned_remix: OwnedRemixConfig = field(default_factory=OwnedRemixConfig)

@@ -74,10 +74,9 @@ def positive_note_aml(
             f"{tuple(Y_remix.shape)} differ"
         )
     batch, n_inst, _, frames = logits_remix.shape
-    w = torch.ones(n_inst, device=logits_remix.device) if weights is None else weights
-    w = torch.as_tensor(w, dtype=torch.float32, device=logits_remix.device)[None, :, None, None]
+    w = L.instrument_weights(weights, n_inst, logits_remix.device)[None, :, None, None]
     bce = L.bce_with_logits(logits_remix, Y_remix).clamp_max(clamp) * Y_remix.float()
-    return -(w * bce).sum() / (batch * frames)
+    return -L.per_frame((w * bce).sum(), batch, frames)
 
 
 def aml_term(config: AmlPositivesConfig) -> Callable[[Tensor, Tensor, Tensor | None], Tensor]:

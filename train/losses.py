@@ -76,6 +76,8 @@ __all__ = [
     "remix_indices",
     "remix",
     "from_donors",
+    "instrument_weights",
+    "per_frame",
     "per_frame_of_mixture",
     "adversarial_mixture_loss",
     "adversarial_transcription_loss",
@@ -93,7 +95,7 @@ def bce_with_logits(logits: Tensor, target: Tensor) -> Tensor:
     return F.binary_cross_entropy_with_logits(logits.float(), target.float(), reduction="none")
 
 
-def _weights(weights: Tensor | None, n_instruments: int, device: torch.device) -> Tensor:
+def instrument_weights(weights: Tensor | None, n_instruments: int, device: torch.device) -> Tensor:
     """Instrument weights w [I] as float32 on ``device`` (ones when None)."""
     if weights is None:
         return torch.ones(n_instruments, device=device)
@@ -112,7 +114,7 @@ def _check_roll_pair(logits: Tensor, target: Tensor, name: str) -> None:
         )
 
 
-def _per_frame(total: Tensor, batch: int, frames: int) -> Tensor:
+def per_frame(total: Tensor, batch: int, frames: int) -> Tensor:
     """Divide a sum by batch x frames: the normalisation of every loss here."""
     return total / (batch * frames)
 
@@ -133,9 +135,9 @@ def score_loss(logits: Tensor, Y: Tensor, weights: Tensor | None = None) -> Tens
     """
     _check_roll_pair(logits, Y, "score_loss")
     batch, n_inst, _, frames = logits.shape
-    w = _weights(weights, n_inst, logits.device)
+    w = instrument_weights(weights, n_inst, logits.device)
     per_inst = bce_with_logits(logits, Y).sum(dim=(0, 2, 3))  # [I]
-    return _per_frame((w * per_inst).sum(), batch, frames)
+    return per_frame((w * per_inst).sum(), batch, frames)
 
 
 def pitch_loss(logits: Tensor, Y: Tensor) -> Tensor:
@@ -147,7 +149,7 @@ def pitch_loss(logits: Tensor, Y: Tensor) -> Tensor:
     _check_roll_pair(logits, Y, "pitch_loss")
     batch, _, _, frames = logits.shape
     bce = bce_with_logits(logits.amax(dim=1), Y.amax(dim=1))  # [batch, 88, T]
-    return _per_frame(bce.sum(), batch, frames)
+    return per_frame(bce.sum(), batch, frames)
 
 
 def instrument_loss(logits: Tensor, Y: Tensor, weights: Tensor | None = None) -> Tensor:
@@ -158,9 +160,9 @@ def instrument_loss(logits: Tensor, Y: Tensor, weights: Tensor | None = None) ->
     """
     _check_roll_pair(logits, Y, "instrument_loss")
     batch, n_inst, _, frames = logits.shape
-    w = _weights(weights, n_inst, logits.device)
+    w = instrument_weights(weights, n_inst, logits.device)
     bce = bce_with_logits(logits.amax(dim=2), Y.amax(dim=2))  # [batch, I, T]
-    return _per_frame((w[:, None] * bce).sum(dim=(1, 2)).sum(), batch, frames)
+    return per_frame((w[:, None] * bce).sum(dim=(1, 2)).sum(), batch, frames)
 
 
 def transcription_loss_step1(
@@ -219,10 +221,10 @@ def _source_score(
     Y^(i) (``keep_own``) or its complement Y - Y^(i), weighted per class, per frame."""
     _check_each(logits_each, Y, name)
     batch, n_inst, _, _, frames = logits_each.shape
-    w = _weights(weights, n_inst, logits_each.device)
+    w = instrument_weights(weights, n_inst, logits_each.device)
     bce = bce_with_logits(logits_each, _source_targets(Y, keep_own=keep_own))  # [b, Is, I, 88, T]
     per_class = bce.sum(dim=(0, 1, 3, 4))  # [I]
-    return _per_frame((w * per_class).sum(), batch, frames)
+    return per_frame((w * per_class).sum(), batch, frames)
 
 
 def separated_score_loss(logits_each: Tensor, Y: Tensor, weights: Tensor | None = None) -> Tensor:
@@ -283,7 +285,7 @@ def per_frame_of_mixture(per_sample: Tensor, X: Tensor, mixture_norm: str) -> Te
         per_sample = per_sample / frame_level.clamp_min(_SCALE_FLOOR)
     elif mixture_norm != "none":
         raise ValueError(f"mixture_norm must be 'none' or 'mixture', got {mixture_norm!r}")
-    return _per_frame(per_sample.sum(), batch, frames)
+    return per_frame(per_sample.sum(), batch, frames)
 
 
 def clip_mixture_loss(
@@ -547,9 +549,9 @@ def classifier_loss(
     """
     _check_roll_pair(activity_logits, activity_true, "classifier_loss")
     batch, n_inst, frames = activity_logits.shape
-    w = _weights(weights, n_inst, activity_logits.device)
+    w = instrument_weights(weights, n_inst, activity_logits.device)
     bce = bce_with_logits(activity_logits, activity_true)  # [batch, I, T]
-    return _per_frame((w[:, None] * bce).sum(dim=(1, 2)).sum(), batch, frames)
+    return per_frame((w[:, None] * bce).sum(dim=(1, 2)).sum(), batch, frames)
 
 
 def classifier_separation_loss(
@@ -583,11 +585,11 @@ def classifier_separation_loss(
             f"classifier_separation_loss: logits must be [batch, I_src, I, T] = "
             f"{(batch, n_inst, n_inst, frames)}, got {tuple(activity_logits_each.shape)}"
         )
-    w = _weights(weights if config.use_weights else None, n_inst, activity_true.device)
+    w = instrument_weights(weights if config.use_weights else None, n_inst, activity_true.device)
     eye = torch.eye(n_inst, device=activity_true.device)  # [I_src, I]
     target = activity_true.float()[:, None] * eye[None, :, :, None]  # [batch, I_src, I, T]
     bce = bce_with_logits(activity_logits_each, target)  # [batch, I_src, I, T]
-    l_score = _per_frame((w * bce.sum(dim=(0, 1, 3))).sum(), batch, frames)
+    l_score = per_frame((w * bce.sum(dim=(0, 1, 3))).sum(), batch, frames)
     total = l_score
     with torch.set_grad_enabled(config.use_cmix and torch.is_grad_enabled()):
         l_cmix = clip_mixture_loss(X, S_hat, active_instruments(activity_true), config.mixture_norm)
@@ -609,4 +611,4 @@ def supervised_loss(S_hat: Tensor, S_true: Tensor) -> Tensor:
             f"supervised_loss: S_hat {tuple(S_hat.shape)} and S_true {tuple(S_true.shape)} differ"
         )
     batch, frames = S_hat.shape[0], S_hat.shape[-1]
-    return _per_frame((S_hat.float() - S_true.float()).abs().sum(), batch, frames)
+    return per_frame((S_hat.float() - S_true.float()).abs().sum(), batch, frames)

@@ -25,6 +25,7 @@ The settings of a run are resolved in one order (:func:`resolve`), later wins:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -80,14 +81,7 @@ class Recipe:
     settings: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "step": self.step,
-            "summary": self.summary,
-            "paper_row": self.paper_row,
-            "starts_from": dict(self.starts_from),
-            "settings": {k: dict(v) for k, v in self.settings.items()},
-        }
+        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
@@ -156,11 +150,11 @@ def _parse(raw: Any, path: Path) -> tuple[dict[str, Recipe], dict[str, str]]:
         build(name)
     for name, recipe in built.items():
         for network, source in recipe.starts_from.items():
-            kind = {"transcriptor": "step1", "separator": ("step2", "step3")}[network]
+            kind = {"transcriptor": ("step1",), "separator": ("step2", "step3")}[network]
             if source not in built or built[source].step not in kind:
                 raise ConfigError(
                     f"{path}: recipe {name!r} starts its {network} from {source!r}, which is "
-                    f"not a {kind} recipe"
+                    f"not a {' or '.join(kind)} recipe"
                 )
     defaults = raw.get("defaults") or {}
     for step in STEPS:

@@ -143,6 +143,10 @@ class Trainer:
         env: Dist | None = None,
     ) -> None:
         self.spec, self.out, self.record = spec, Path(out), dict(record or {})
+        recipe = self.record.get("recipe", {})
+        # what every checkpoint says it is (evaluation reads it), never the folder's name
+        self.identity = {"recipe": str(recipe.get("name", "")),
+                         "paper_row": str(recipe.get("paper_row", ""))}
         if not resume and (self.out / "last.pt").is_file():
             # checked before any set-up: a fresh run would overwrite it at its first epoch
             raise TrainingError(
@@ -289,8 +293,7 @@ class Trainer:
             extra = {
                 "instruments": list(self.instruments),
                 "step": self.spec.name,
-                "recipe": str(self.record.get("recipe", {}).get("name", "")),
-                "paper_row": str(self.record.get("recipe", {}).get("paper_row", "")),
+                **self.identity,
                 "epoch": self.state.epoch - 1,
                 "val_loss": val_loss,
             }
@@ -369,7 +372,7 @@ class Trainer:
             "shards": {
                 "root": str(self.shards_root),
                 "manifest_sha256": sha256_file(manifest),
-                "feature_params": _plain(self.train_set.feature_params),
+                "feature_params": dict(self.train_set.manifest["params"]),
             },
             "instruments": self.instruments,
             "world_size": self.env.world,
@@ -432,7 +435,7 @@ class Trainer:
         last = self.state.history[-1] if self.state.history else {}
         metrics = {
             "step": self.spec.name,
-            "recipe": self.record.get("recipe", {}).get("name", ""),
+            "recipe": self.identity["recipe"],
             "best_val_loss": self.state.best,
             "best_epoch": self.state.best_epoch,
             "checkpoint_epoch": (
@@ -448,13 +451,6 @@ class Trainer:
         if self.env.main:
             _write_text_atomic(self.out / "metrics.json", json.dumps(metrics, indent=2))
         return metrics
-
-
-def _plain(value: Any) -> Any:
-    """A dataclass (feature parameters) as a JSON-ready dict."""
-    import dataclasses
-
-    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
