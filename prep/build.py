@@ -44,9 +44,12 @@ that one shard.) ``force=True`` rebuilds everything. The manifest is
 the build records' ``skipped`` and ``warnings``, so a build and ``prep index`` of the same
 shards give the same manifest.
 
-Stems (the per-instrument references, needed for evaluation and the supervised baseline) are
-stored for validation and test with ``stems="eval"`` (default), for every split with ``"all"``,
-never with ``"none"`` (then separation cannot be evaluated from the shards).
+Stems (the per-instrument references s_i) are stored for the splits of :data:`STEMS_MODES`:
+``"test"`` (default) for the test split only, where evaluation needs them; ``"eval"`` for
+validation and test; ``"all"`` for every split (the supervised reference trains on them);
+``"none"`` never (then separation cannot be scored from the shards). The weakly supervised
+steps refuse shards whose train or validation split holds stems, so that no stem can leak into
+their training or model selection (``train.assemble.check_stem_access``).
 """
 
 from __future__ import annotations
@@ -102,7 +105,14 @@ from prep.slakh import (
     select_stems,
 )
 
-STEMS_MODES = ("eval", "all", "none")
+#: ``--stems`` mode -> the splits whose tracks store their stems.
+STEMS_MODES: dict[str, tuple[str, ...]] = {
+    "test": ("test",),
+    "eval": ("validation", "test"),
+    "all": ("train", "validation", "test"),
+    "none": (),
+}
+DEFAULT_STEMS_MODE = "test"
 # resampy filters: kaiser_best (resampy's default, most accurate) or kaiser_fast (about 2.5x
 # faster, wider transition band below the new Nyquist).
 # Resamplers to 16 kHz. soxr_hq (libsoxr "HQ", librosa's default) is the default: measured by
@@ -186,7 +196,7 @@ class BuildSettings:
     resample_filter: str = DEFAULT_RESAMPLE_FILTER  # also in source, hence in the plan key
 
     def stores_stems(self, split: str) -> bool:
-        return self.stems == "all" or (self.stems == "eval" and split in ("validation", "test"))
+        return split in STEMS_MODES[self.stems]
 
     def to_key_dict(self) -> dict[str, Any]:
         return {
@@ -291,7 +301,7 @@ def plan_track(
     n_samples = max(_estimated_samples(track.path / rel) for rel in audio_files.values())
     sizes = {rel: (track.path / rel).stat().st_size
              for rel in [*audio_files.values(), *midi_files.values()]}
-    with_stems = stems_mode == "all" or (stems_mode == "eval" and split != "train")
+    with_stems = split in STEMS_MODES[stems_mode]
     return TrackPlan(
         track_id=track.track_id,
         split=split,
@@ -850,7 +860,7 @@ def build_shards(
     instruments: Sequence[str] | str,
     split_scheme: str = "split2",
     instrument_map: Path | None = None,
-    stems: str = "eval",
+    stems: str = DEFAULT_STEMS_MODE,
     workers: int = 1,
     part: tuple[int, int] = (1, 1),
     strict: bool = False,
@@ -870,7 +880,7 @@ def build_shards(
             (order = the instrument index i of Y[i, n, t]).
         split_scheme: ``split2`` (paper) or ``orig``.
         instrument_map: YAML map (``None``: ``prep/data/instrument_map_programs.yaml``).
-        stems: ``eval`` (store stems for validation/test), ``all`` or ``none``.
+        stems: a :data:`STEMS_MODES` key: which splits store stems (default ``test``).
         workers: processes (joblib), each building whole shards.
         part: (I, N): build only the shards k with ``k % N == I - 1``.
         strict: raise :class:`StrictError` (after writing everything) if any track was skipped.
@@ -894,7 +904,7 @@ def build_shards(
     say = log or print
     slakh_root, out = Path(slakh_root), Path(out)
     if stems not in STEMS_MODES:
-        raise BuildError(f"--stems must be one of {STEMS_MODES}, got {stems!r}")
+        raise BuildError(f"--stems must be one of {', '.join(STEMS_MODES)}, got {stems!r}")
     part_index, part_count = part
     if not 1 <= part_index <= part_count:
         raise BuildError(f"part {part_index}/{part_count}: need 1 <= I <= N")

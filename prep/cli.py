@@ -97,9 +97,13 @@ def _parse_part_option(ctx: click.Context, param: click.Parameter, value: str) -
               help="YAML map of classes to GM programs / Slakh patch names, or the name of a "
                    "packaged map: instrument_map_programs.yaml (default) or "
                    "instrument_map_patches.yaml.")
-@click.option("--stems", type=click.Choice(["eval", "all", "none"]), default="eval",
-              show_default=True, help="Store per-instrument stems for validation/test (eval), "
-                                      "every split (all) or never (none: no evaluation).")
+# the modes of prep.build.STEMS_MODES, spelled out so that --help does not import the build
+# (tests/test_cli.py checks they match)
+@click.option("--stems", type=click.Choice(["test", "eval", "all", "none"]), default="test",
+              show_default=True,
+              help="Which splits store per-instrument stems: test (for evaluation; what the "
+                   "weakly supervised steps accept), eval (validation and test), all (the "
+                   "supervised reference needs train stems) or none.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Processes, each building whole shards.")
 @click.option("--part", "part", default="1/1", show_default=True, callback=_parse_part_option,
@@ -131,7 +135,8 @@ def build_shards_command(
     Examples:
       prep build-shards --instruments piano,guitar,bass
       prep build-shards --slakh-root /data/slakh2100_flac_redux --out data/ --workers 8
-      prep build-shards --instrument-map instrument_map_patches.yaml --stems all
+      prep build-shards --instrument-map instrument_map_patches.yaml
+      prep build-shards --stems all --out data-stems/   (for `train supervised`)
       prep build-shards --part 1/4 ... (on 4 machines), then: prep index data/
     """
     from prep.build import BuildError, build_shards, default_slakh_root

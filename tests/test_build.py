@@ -269,7 +269,7 @@ def _split_corpus(root: Path, seconds: float) -> None:
     # Folders disagree with split2 on purpose: the id decides.
     for folder, track_id in [("train", "Track00001"), ("train", "Track00003"),
                              ("train", "Track00026"), ("test", "Track02100"),
-                             ("train", "Track00002"), ("validation", "Track01600"),
+                             ("train", "Track00002"), ("validation", "Track01501"),
                              ("test", "Track01900"), ("train", "Track00004")]:
         make_track(root / folder / track_id, seed=int(track_id[5:]), seconds=seconds)
 
@@ -285,7 +285,7 @@ def test_splits_by_id_and_parts_plus_index_equal_full_build(tmp_path: Path) -> N
     by_split = {s["split"]: [] for s in full["shards"]}
     for shard in full["shards"]:
         by_split[shard["split"]].extend(t["track_id"] for t in shard["tracks"])
-    assert by_split == {"train": ["Track00001", "Track00002", "Track00004", "Track01600",
+    assert by_split == {"train": ["Track00001", "Track00002", "Track00004", "Track01501",
                                   "Track02100"],
                         "validation": ["Track00026"], "test": ["Track00003", "Track01900"]}
     assert len(full["shards"]) >= 4
@@ -335,21 +335,25 @@ def test_killed_build_resumes_to_the_same_shards(tmp_path: Path) -> None:
 def test_stems_modes_and_rerun_with_other_options(tmp_path: Path) -> None:
     corpus = tmp_path / "corpus"
     make_track(corpus / "train" / "Track00001", seconds=1.0)
+    make_track(corpus / "validation" / "Track01501", seconds=1.0)
     make_track(corpus / "test" / "Track01900", seconds=1.0)
     out = tmp_path / "out"
-    manifest = build(corpus, out, stems="none")
-    assert not any(t["has_stems"] for s in manifest["shards"] for t in s["tracks"])
-    manifest = build(corpus, out, stems="eval")  # options changed: shards rebuilt, not reused
-    has = {t["track_id"]: t["has_stems"] for s in manifest["shards"] for t in s["tracks"]}
-    assert has == {"Track00001": False, "Track01900": True}
+    expected = {"none": set(), "test": {"Track01900"}, "eval": {"Track01501", "Track01900"},
+                "all": {"Track00001", "Track01501", "Track01900"}}
+    for mode, with_stems in expected.items():  # options changed: shards rebuilt, not reused
+        manifest = build(corpus, out, stems=mode)
+        has = {t["track_id"] for s in manifest["shards"] for t in s["tracks"] if t["has_stems"]}
+        assert has == with_stems, mode
+    manifest = build(corpus, out, stems="eval")
     with h5py.File(out / manifest["shards"][0]["path"]) as handle:
         assert handle.attrs["stems_mode"] == "eval"
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/*.h5")}
-    assert build(corpus, out) == manifest  # rerun: everything kept
+    assert build(corpus, out, stems="eval") == manifest  # rerun: everything kept
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/*.h5")} == stamps
-    forced = build(corpus, out, force=True)  # rebuilt, to the same bytes
+    forced = build(corpus, out, stems="eval", force=True)  # rebuilt, to the same bytes
     assert forced == manifest
     assert any(p.stat().st_mtime_ns != t for p, t in stamps.items())
+    assert build(corpus, out)["shards"] != manifest["shards"]  # the default is "test"
     only_bass = build_shards(corpus, tmp_path / "bass", ["bass"], progress=False,
                              log=lambda line: None)
     assert only_bass["instruments"] == ["bass"]

@@ -66,3 +66,11 @@ def test_recipes_command_lists_every_recipe_and_prints_one_resolved() -> None:
     assert "separator: scorecritic-step2" in one.output
     bad = CliRunner().invoke(train_main, ["recipes", "nope"])
     assert bad.exit_code != 0 and "unknown recipe 'nope'" in bad.output
+
+
+def test_build_shards_stems_choices_are_the_builds_modes() -> None:
+    from prep.build import DEFAULT_STEMS_MODE, STEMS_MODES
+
+    option = next(p for p in prep_main.commands["build-shards"].params if p.name == "stems")
+    assert list(option.type.choices) == list(STEMS_MODES)
+    assert option.default == DEFAULT_STEMS_MODE
