@@ -20,6 +20,15 @@
    its stems' MIDI files (``pretty_midi``; drum instruments never; notes outside MIDI 21-108
    dropped and counted), the harmonic mask A and the frame activity.
 
+Sustain pedal (``sustain=True``, CLI ``--sustain``, the default; ``--no-sustain`` turns it
+off): a note released while its instrument's CC64 pedal is down stays in Y and A until the
+pedal is lifted or the same pitch is struck again (:func:`prep.features.apply_sustain`, the
+rule of Magenta's ``note_seq``); a pedal never lifted holds to the end of the track's audio.
+The setting is recorded as ``source["sustain_pedal"]`` (a root attr of every shard, in the
+manifest, and in the plan key, so changing it rebuilds the shards) and the number of extended
+notes as each track's ``sustained_notes`` attr. Pitch bends are ignored: notes keep their
+nominal MIDI pitch (only note numbers are read).
+
 Balance weights: the frame-wise activity rate r_i of each instrument over the *train* split and
 ``prep.features.class_weights(r)`` go into the manifest.
 
@@ -194,6 +203,7 @@ class BuildSettings:
     stems: str
     source: dict[str, Any]  # shard root attrs: source_corpus, split_scheme, instrument_map, ...
     resample_filter: str = DEFAULT_RESAMPLE_FILTER  # also in source, hence in the plan key
+    sustain: bool = True  # sustain pedal applied to the rolls; source["sustain_pedal"] too
 
     def stores_stems(self, split: str) -> bool:
         return split in STEMS_MODES[self.stems]
@@ -460,8 +470,34 @@ def load_stem_audio(
     return resample_to_16k(mono, rate, resample_filter), rate
 
 
-def load_stem_notes(path: Path) -> list[tuple[int, float, float]]:
-    """(pitch, start_s, end_s) of every non-drum note of a MIDI file; TrackSkip naming it."""
+@dataclass(frozen=True)
+class StemNotes:
+    """The notes of one stem's MIDI file as the rolls use them.
+
+    Attributes:
+        notes: ``(pitch, start_s, end_s)`` of every non-drum note, ends sustained when asked.
+        sustained: how many of them the sustain pedal extended.
+        pedal_events: CC64 events in the file (non-drum instruments).
+        end_s: the file's end time (last event of any kind), as pretty_midi computes it.
+    """
+
+    notes: list[tuple[int, float, float]]
+    sustained: int = 0
+    pedal_events: int = 0
+    end_s: float = 0.0
+
+
+def read_stem_notes(path: Path, sustain: bool = True, end_s: float | None = None) -> StemNotes:
+    """Non-drum notes of a MIDI file, with the sustain pedal applied when ``sustain``.
+
+    Each instrument's own CC64 events (:data:`prep.features.SUSTAIN_CONTROL`) extend its own
+    notes (:func:`prep.features.apply_sustain`); a pedal still down at the end holds its notes
+    to ``end_s`` (the track's end; default: the file's last event). Pitch bends are not read:
+    every note keeps its nominal MIDI pitch.
+
+    Raises:
+        TrackSkip: the file cannot be parsed (the message names it).
+    """
     import pretty_midi
 
     try:
@@ -471,12 +507,33 @@ def load_stem_notes(path: Path) -> list[tuple[int, float, float]]:
             midi = pretty_midi.PrettyMIDI(str(path))
     except Exception as exc:  # mido/pretty_midi raise OSError, EOFError, ValueError, KeyError...
         raise TrackSkip(f"{path}: unreadable MIDI ({_one_line(exc)})") from exc
-    return [
-        (note.pitch, float(note.start), float(note.end))
-        for instrument in midi.instruments
-        if not instrument.is_drum
-        for note in instrument.notes
-    ]
+    file_end = float(midi.get_end_time())
+    track_end = file_end if end_s is None else float(end_s)
+    notes: list[tuple[int, float, float]] = []
+    sustained = pedal_events = 0
+    for instrument in midi.instruments:
+        if instrument.is_drum:
+            continue
+        own = [(int(n.pitch), float(n.start), float(n.end)) for n in instrument.notes]
+        pedal = [(float(c.time), int(c.value)) for c in instrument.control_changes
+                 if c.number == features.SUSTAIN_CONTROL]
+        pedal_events += len(pedal)
+        if sustain and pedal:
+            own, extended = features.apply_sustain(
+                own, features.pedal_intervals(pedal, max(track_end, 0.0)))
+            sustained += extended
+        notes.extend(own)
+    return StemNotes(notes, sustained, pedal_events, file_end)
+
+
+def load_stem_notes(path: Path, sustain: bool = False,
+                    end_s: float | None = None) -> list[tuple[int, float, float]]:
+    """(pitch, start_s, end_s) of every non-drum note of a MIDI file; TrackSkip naming it.
+
+    With ``sustain`` the note ends are extended by the file's sustain pedal
+    (:func:`read_stem_notes`); without it they are the note-off times.
+    """
+    return read_stem_notes(path, sustain, end_s).notes
 
 
 @dataclass
@@ -558,13 +615,17 @@ def process_track(plan: TrackPlan, settings: BuildSettings) -> TrackResult:
     n_frames = features.n_frames(n_samples)
     roll = np.zeros((n_frames, len(instruments), features.N_PITCHES), dtype=bool)
     dropped_notes = 0
+    sustained_notes = 0
     for index, name in enumerate(instruments):
         notes: list[tuple[int, float, float]] = []
         for key in plan.stems[name]:
-            stem_notes = load_stem_notes(plan.path / plan.midi_files[key])
-            if not stem_notes:  # kept (silence is a valid score), but worth a look
+            # A pedal never lifted holds its notes to the end of the track's audio.
+            stem = read_stem_notes(plan.path / plan.midi_files[key], settings.sustain,
+                                   end_s=n_samples / SAMPLE_RATE)
+            if not stem.notes:  # kept (silence is a valid score), but worth a look
                 notes_warning.append(f"{plan.midi_files[key]} has no notes (empty {name} score)")
-            notes.extend(stem_notes)
+            notes.extend(stem.notes)
+            sustained_notes += stem.sustained
         dropped_notes += features.count_out_of_range(notes)
         # union of the class's stems = roll of all their notes together
         roll[:, index] = features.piano_roll(notes, n_frames)
@@ -589,6 +650,7 @@ def process_track(plan: TrackPlan, settings: BuildSettings) -> TrackResult:
         "source_stems": plan.stems,
         "source_sample_rates": dict(sorted(rates.items())),
         "dropped_notes": dropped_notes,
+        "sustained_notes": sustained_notes,
     }
     arrays = TrackArrays(
         track_id=plan.track_id,
@@ -868,6 +930,7 @@ def build_shards(
     shard_size_mb: float = DEFAULT_TARGET_SHARD_BYTES / 2**20,
     n_harmonics: int = features.DEFAULT_N_HARMONICS,
     resample_filter: str = DEFAULT_RESAMPLE_FILTER,
+    sustain: bool = True,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
@@ -888,6 +951,9 @@ def build_shards(
         shard_size_mb: target shard size, on the estimated uncompressed track sizes.
         n_harmonics: L, harmonics per note in the harmonic mask A.
         resample_filter: one of :data:`RESAMPLE_FILTERS` (default ``soxr_hq``).
+        sustain: extend note ends by each stem's sustain pedal (CC64) in the rolls and
+            harmonic masks (:func:`prep.features.apply_sustain`); recorded as
+            ``source["sustain_pedal"]`` (root attr ``sustain_pedal`` of every shard).
         progress: show a tqdm progress bar (tracks, audio hours per second).
         log: where summary lines go (default: print to stdout).
 
@@ -930,9 +996,11 @@ def build_shards(
         "split_scheme": split_scheme,
         "stems_mode": stems,
         "resample_filter": f"{RESAMPLER_LIBRARY[resample_filter]} {resample_filter}",
+        "sustain_pedal": bool(sustain),
         "instrument_map": imap.to_dict(),
     }
-    settings = BuildSettings(tuple(names), params, stems, source, resample_filter)
+    settings = BuildSettings(tuple(names), params, stems, source, resample_filter,
+                             bool(sustain))
     plan = make_plan(slakh_root, names, imap, settings, split_scheme,
                      int(shard_size_mb * 2**20))
     if not plan.shards:

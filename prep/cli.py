@@ -119,12 +119,15 @@ def _parse_part_option(ctx: click.Context, param: click.Parameter, value: str) -
               default="soxr_hq", show_default=True,
               help="Resampler to 16 kHz: soxr_hq/soxr_vhq (libsoxr) or resampy's kaiser_best/"
                    "kaiser_fast (~90x/~40x more CPU than soxr_hq; see benchmarks/README.md).")
+@click.option("--sustain/--no-sustain", default=True, show_default=True,
+              help="Extend note ends by the sustain pedal (MIDI CC 64) in the piano rolls and "
+                   "harmonic masks, as the audio sounds; --no-sustain uses note-off times.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def build_shards_command(
     slakh_root: Path | None, out: Path, instruments: str, split_scheme: str,
     instrument_map: Path | None, stems: str, workers: int, part: tuple[int, int], strict: bool,
     force: bool, shard_size_mb: float, n_harmonics: int | None, resample_filter: str,
-    no_progress: bool,
+    sustain: bool, no_progress: bool,
 ) -> None:
     """Build HDF5 training shards from a Slakh2100-layout corpus.
 
@@ -149,7 +152,8 @@ def build_shards_command(
             workers=workers, part=part, strict=strict, force=force,
             shard_size_mb=shard_size_mb,
             n_harmonics=n_harmonics if n_harmonics is not None else DEFAULT_N_HARMONICS,
-            resample_filter=resample_filter, progress=not no_progress, log=click.echo,
+            resample_filter=resample_filter, sustain=sustain, progress=not no_progress,
+            log=click.echo,
         )
     except BuildError as error:
         raise click.ClickException(str(error)) from error

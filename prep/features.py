@@ -11,6 +11,12 @@ Everything here follows the paper's feature definitions (Hung, Wichern & Le Roux
 * A[f, t]: harmonic activity, instrument i is expected at bin f and frame t when one of its
   active notes has a harmonic within ``tolerance_bins`` of f.
 
+A note "sounds" from its MIDI note-on to its note-off, extended by the sustain pedal when the
+build applies it (:func:`apply_sustain`, on by default in ``prep build-shards``): MIDI 1.0
+control change 64 with value >= 64 holds every note released while it is down until it is
+lifted, or until the same key is struck again. Pitch bends are not applied: a bent note keeps
+its nominal MIDI pitch in Y and A (the build reads note numbers only).
+
 Arrays are time-major (``[frames, ...]``), as they are stored in the shards; the models use
 channel-major tensors and transpose.
 """
@@ -18,7 +24,7 @@ channel-major tensors and transpose.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 
@@ -31,6 +37,8 @@ HOP_LENGTH = 500
 N_BINS = N_FFT // 2 + 1  # 1025
 MIDI_MIN = 21
 MIDI_MAX = 108
+SUSTAIN_CONTROL = 64  # MIDI control change number of the sustain (damper) pedal
+SUSTAIN_DOWN_MIN_VALUE = 64  # CC64 values 64-127 mean pedal down, 0-63 pedal up (MIDI 1.0)
 N_PITCHES = MIDI_MAX - MIDI_MIN + 1  # 88
 FRAMES_PER_SECOND = SAMPLE_RATE / HOP_LENGTH  # 32.0
 WINDOW_FRAMES = 129  # 4 s: 1 + 4 * 16000 // 500
@@ -262,6 +270,81 @@ def piano_roll(notes: Iterable[tuple[int, float, float]], n_frames: int) -> np.n
     np.add.at(delta, (first, column), 1)
     np.add.at(delta, (stop, column), -1)
     return np.cumsum(delta[:-1], axis=0) > 0
+
+
+def pedal_intervals(
+    control_changes: Iterable[tuple[float, int]], end_s: float
+) -> list[tuple[float, float]]:
+    """Sustain-pedal-down intervals ``[down, up)`` from CC64 events ``(time_s, value)``.
+
+    Value >= :data:`SUSTAIN_DOWN_MIN_VALUE` presses the pedal, a lower value lifts it; a press
+    while it is down and a lift while it is up change nothing (controllers send many values
+    on the way down). Events are taken in time order (stable: the file order decides between
+    events at the same time). A pedal still down at the last event is lifted at ``end_s``,
+    the end of the track; events at or after ``end_s`` are ignored.
+
+    Returns:
+        Disjoint, sorted intervals of positive length.
+    """
+    intervals: list[tuple[float, float]] = []
+    down: float | None = None
+    for time, value in sorted(control_changes, key=lambda event: event[0]):
+        if time >= end_s:
+            break
+        if value >= SUSTAIN_DOWN_MIN_VALUE:
+            if down is None:
+                down = float(time)
+        elif down is not None:
+            if time > down:
+                intervals.append((down, float(time)))
+            down = None
+    if down is not None and end_s > down:
+        intervals.append((down, float(end_s)))
+    return intervals
+
+
+def apply_sustain(
+    notes: Sequence[tuple[int, float, float]], pedal: Sequence[tuple[float, float]]
+) -> tuple[list[tuple[int, float, float]], int]:
+    """Note ends extended by the sustain pedal (standard MIDI sustain semantics).
+
+    A note whose note-off falls while the pedal is down (``down <= end < up``, one of the
+    ``pedal`` intervals from :func:`pedal_intervals`) keeps sounding until the pedal is
+    lifted, or until the next note-on of the same pitch, whichever comes first. A note-off at
+    the very moment the pedal goes down is caught by it; one at the moment it is lifted is
+    not extended. Notes released with the pedal up, notes with ``end <= start`` and all
+    note starts are unchanged, and a note is never shortened. This is the rule of Magenta's
+    ``note_seq.sequences_lib.apply_sustain_control_changes`` (used for MAESTRO and Onsets
+    and Frames) and of the Onsets-and-Frames PyTorch reader (``onsets_and_frames/midi.py``),
+    applied per MIDI instrument by the caller, since a pedal acts on its own channel only.
+
+    Returns:
+        (notes in the input order with their new ends, number of notes extended).
+    """
+    if not notes or not pedal:
+        return [(int(p), float(s), float(e)) for p, s, e in notes], 0
+    downs = np.array([d for d, _ in pedal], dtype=np.float64)
+    ups = np.array([u for _, u in pedal], dtype=np.float64)
+    onsets: dict[int, list[float]] = {}
+    for pitch, start, _ in notes:
+        onsets.setdefault(int(pitch), []).append(float(start))
+    sorted_onsets = {p: np.sort(np.asarray(v, dtype=np.float64)) for p, v in onsets.items()}
+    out: list[tuple[int, float, float]] = []
+    extended = 0
+    for pitch, start, end in notes:
+        pitch, start, end = int(pitch), float(start), float(end)
+        index = int(np.searchsorted(downs, end, side="right")) - 1
+        if end > start and index >= 0 and end < ups[index]:
+            new_end = float(ups[index])
+            same = sorted_onsets[pitch]
+            nxt = int(np.searchsorted(same, end, side="left"))  # first re-strike at or after
+            if nxt < len(same):
+                new_end = min(new_end, float(same[nxt]))
+            if new_end > end:
+                end = new_end
+                extended += 1
+        out.append((pitch, start, end))
+    return out, extended
 
 
 def count_out_of_range(notes: Iterable[tuple[int, float, float]]) -> int:

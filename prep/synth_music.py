@@ -2,14 +2,27 @@
 
 Every track is composed from one ``numpy.random.Generator``: a tempo (70-160 BPM, 4/4), a key
 (major or natural minor), a song form (intro/verse/chorus/bridge/outro, 2-4 bars each), one
-diatonic chord progression per section type, and then one part per stem:
+diatonic chord progression per section type, then a song-level **arrangement** (which target
+instruments play in which sections, :func:`arrange_sections`) and one part per stem:
 
-* acoustic piano (GM 0/1): block voicings, comping rhythms, arpeggios, a melody over chords;
-* distorted guitar (GM 29/30): power-chord chugs, held power chords or a pentatonic riff, only
-  in some chorus/bridge bars so that it sounds in roughly a sixth to a third of the song;
+* acoustic piano (GM 0/1): block voicings, comping rhythms, arpeggios, a melody over chords,
+  with the sustain pedal (MIDI CC 64) changed with the chords in most sections;
+* distorted guitar (GM 29/30): power-chord chugs, held power chords, a pentatonic riff or a
+  slow single-note lead;
 * electric bass (GM 33/34): roots in eighths, root-fifth, syncopated, walking lines, E1-G3;
 * drums (channel 10): rock, half-time, four-on-the-floor and ride grooves, fills, crashes;
 * one or two non-target pitched parts: string/choir/synth pads, organ comping, brass stabs.
+
+Why the arrangement: in Slakh2100 the paper's classes sound in 41 % (piano), 14 % (guitar)
+and 67 % (bass) of the training frames (Hung et al., ICASSP 2021), because whole tracks lack
+an instrument and instruments drop out for sections. A generator that lets every target play
+throughout gives frame and clip activity labels that say little (the first bench corpus had
+piano in 88 % of its frames). So each target is left out of a whole track with a
+class-specific probability (:func:`draw_variant`), and in a track it plays in the sections
+its song-level plan gives it: a probability per section type (guitar mostly in choruses, bass
+nearly everywhere but the intro), drawn once per song, varied per section instance
+(:data:`SECTION_PLAY_PROBABILITY`). ``prep/music_stats.py`` measures the result against
+Slakh (see the data cards' "Music statistics").
 
 Times are kept on a 16th-note grid (``STEPS_PER_BAR`` steps per bar) until
 :meth:`Part.to_instrument` converts them to seconds. Target-class notes stay within MIDI
@@ -19,6 +32,7 @@ Times are kept on a 16th-note grid (``STEPS_PER_BAR`` steps per bar) until
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -54,6 +68,26 @@ OTHER_PROGRAMS = {
     "stabs": (61, 62, 81),  # brass section, synth brass, saw lead
 }
 SOUND_EFFECTS_PROGRAM = 103  # FX 8 (sci-fi): the never-rendered stem, like Slakh's S06
+
+# Song-level arrangement: the probability that a target plays in a section type, drawn once
+# per song (then scaled by a per-song factor and varied per section instance). Conventions of
+# pop/rock arrangements: distorted guitar mostly in choruses and bridges, bass almost always
+# but often not in the intro, piano in most sections. Tuned with prep/music_stats.py so that
+# the bench corpus's activity comes near Slakh2100's (see the module docstring).
+SECTION_PLAY_PROBABILITY: dict[str, dict[str, float]] = {
+    "piano": {"intro": 0.5, "verse": 0.65, "chorus": 0.7, "bridge": 0.55, "outro": 0.6},
+    "guitar": {"intro": 0.1, "verse": 0.1, "chorus": 0.5, "bridge": 0.35, "outro": 0.2},
+    "bass": {"intro": 0.5, "verse": 0.95, "chorus": 1.0, "bridge": 0.85, "outro": 0.85},
+}
+SONG_FACTOR_RANGE = (0.75, 1.2)  # per-song, per-role scale of those probabilities
+SECTION_FLIP_PROBABILITY = 0.12  # a section instance deviates from its type's plan
+# Probability that a whole track has no stem of a target (on top of draw_variant's fixed
+# positions): Slakh tracks often lack one of the three classes.
+TRACK_ABSENCE_PROBABILITY = {"piano": 0.2, "guitar": 0.35, "bass": 0.05}
+# Probability that the piano uses the sustain pedal in a section, by style.
+PEDAL_PROBABILITY = {"block": 0.75, "comp": 0.25, "arpeggio": 0.9, "melody": 0.8}
+PEDAL_DELAY_STEPS = 0.5  # legato pedalling: pressed again a 32nd note after the chord change
+SUSTAIN_CONTROL = 64  # MIDI CC number of the sustain pedal
 
 # General MIDI percussion keys (channel 10).
 KICK, SNARE, CLOSED_HAT, OPEN_HAT, CRASH, RIDE = 36, 38, 42, 46, 49, 51
@@ -115,11 +149,16 @@ class Song:
 
 @dataclass
 class Part:
-    """One stem's notes. ``notes`` are (pitch, start step, length in steps, velocity)."""
+    """One stem's notes and sustain pedal.
+
+    ``notes`` are (pitch, start step, length in steps, velocity); ``pedal`` are the
+    (down step, up step) intervals in which the sustain pedal is held.
+    """
 
     role: str  # "piano", "guitar", "bass", "drums", "other" or "fx"
     program: int  # 0-based GM program; DRUM_PROGRAM for drums
     notes: list[tuple[int, float, float, int]] = field(default_factory=list)
+    pedal: list[tuple[float, float]] = field(default_factory=list)
 
     @property
     def is_drum(self) -> bool:
@@ -129,12 +168,19 @@ class Part:
         self.notes.append((int(pitch), float(start), float(length),
                            int(np.clip(round(velocity), 1, 127))))
 
+    def hold_pedal(self, down: float, up: float) -> None:
+        """Hold the sustain pedal from step ``down`` to step ``up``."""
+        if up > down:
+            self.pedal.append((float(down), float(up)))
+
     def to_instrument(self, song: Song, name: str) -> pretty_midi.Instrument:
         """Convert to a pretty_midi instrument in seconds, cut to the song's length.
 
         Notes starting after ``song.seconds - TAIL_S`` are dropped, later ends are cut there,
         and a note of the same pitch is ended where the next one starts (a MIDI note-off
-        would otherwise silence the second one).
+        would otherwise silence the second one). Each pedal interval becomes a CC 64 value
+        127 (down) and value 0 (up) pair; the pedal is lifted by the same cut-off at the
+        latest, and intervals starting after it are dropped.
         """
         end_s = song.seconds - TAIL_S
         inst = pretty_midi.Instrument(program=0 if self.is_drum else self.program,
@@ -152,6 +198,13 @@ class Part:
                 if stop_s - start_s >= 0.02:  # shorter than ~1 frame: not a playable note
                     notes.append(pretty_midi.Note(velocity, pitch, start_s, stop_s))
         inst.notes = sorted(notes, key=lambda n: (n.start, n.pitch))
+        changes: list[pretty_midi.ControlChange] = []
+        for down, up in sorted(self.pedal):
+            down_s, up_s = down * song.step_s, min(up * song.step_s, end_s)
+            if up_s > down_s:
+                changes.append(pretty_midi.ControlChange(SUSTAIN_CONTROL, 127, down_s))
+                changes.append(pretty_midi.ControlChange(SUSTAIN_CONTROL, 0, up_s))
+        inst.control_changes = changes
         return inst
 
 
@@ -216,14 +269,68 @@ def _voicing(chord: Chord, center: int) -> list[int]:
     return sorted(place(pc, center - 6) for pc in chord.tones)
 
 
-COMP_RHYTHMS = ((0, 6, 8, 14), (0, 3, 6, 8, 11, 14), (0, 4, 8, 12), (2, 6, 10, 14))
+COMP_RHYTHMS = ((0, 6, 8, 14), (0, 3, 8, 11), (0, 4, 8, 12), (2, 6, 10, 14))
 MELODY_RHYTHMS = ((4, 4, 4, 4), (2, 2, 4, 8), (6, 2, 4, 4), (4, 2, 2, 8), (8, 8), (3, 3, 2, 8),
                   (2, 2, 2, 2, 4, 4))
 
 
-def piano_part(rng: np.random.Generator, song: Song, program: int,
+@dataclass(frozen=True)
+class Arrangement:
+    """Which sections each target role plays in: ``plays[role][k]`` for the k-th section of
+    :meth:`Song.sections`."""
+
+    plays: dict[str, tuple[bool, ...]]
+
+    def bars(self, song: Song, role: str) -> list[int]:
+        """The bars of the sections ``role`` plays in, in order."""
+        return [b for (_, first, n), play in zip(song.sections(), self.plays[role], strict=True)
+                if play for b in range(first, first + n)]
+
+
+def arrange_sections(rng: np.random.Generator, song: Song) -> Arrangement:
+    """The song-level arrangement of the target roles (see the module docstring).
+
+    Per role: a song factor in :data:`SONG_FACTOR_RANGE` scales the role's probability for
+    each section type (:data:`SECTION_PLAY_PROBABILITY`); one draw per type decides whether
+    the role plays in that type's sections, and each section instance flips that decision with
+    :data:`SECTION_FLIP_PROBABILITY` (a verse that adds the guitar, a chorus without piano).
+    A role that would play nowhere plays in its most likely section, so a track whose
+    line-up has the instrument always has notes of it.
+    """
+    sections = song.sections()
+    plays: dict[str, tuple[bool, ...]] = {}
+    for role in TARGET_ROLES:
+        table = SECTION_PLAY_PROBABILITY[role]
+        factor = float(rng.uniform(*SONG_FACTOR_RANGE))
+        by_type = {kind: bool(rng.random() < min(1.0, p * factor)) for kind, p in table.items()}
+        flags = [by_type[kind] != bool(rng.random() < SECTION_FLIP_PROBABILITY)
+                 for kind, _, _ in sections]
+        if not any(flags):
+            best = max(range(len(sections)), key=lambda k: (table[sections[k][0]], -k))
+            flags[best] = True
+        plays[role] = tuple(flags)
+    return Arrangement(plays)
+
+
+def _chord_spans(bar: Bar) -> list[tuple[int, int]]:
+    """(first step, end step) of each chord of a bar: one span, or two when it changes."""
+    if bar.second == bar.first:
+        return [(0, STEPS_PER_BAR)]
+    half = STEPS_PER_BAR // 2
+    return [(0, half), (half, STEPS_PER_BAR)]
+
+
+def piano_part(rng: np.random.Generator, song: Song, program: int, plays: Sequence[bool],
                melody_only: bool = False) -> Part:
-    """Acoustic piano: per section one of block chords, comping, arpeggios, melody + chords."""
+    """Acoustic piano in the sections of ``plays``: per section type one of block chords,
+    comping, arpeggios or a melody over chords, pedalled with the chords or not.
+
+    Pedalling is legato, as pianists change it with the harmony: the pedal is lifted at each
+    chord change (and bar line) and pressed again :data:`PEDAL_DELAY_STEPS` later, so the
+    old chord stops and the new one, still held by the fingers, is caught. Whether a section
+    is pedalled depends on its style (:data:`PEDAL_PROBABILITY`) and on how much this player
+    pedals at all.
+    """
     part = Part("piano", program)
     center = 62 + int(rng.integers(-3, 4))
     base = float(rng.uniform(70, 90))
@@ -232,23 +339,34 @@ def piano_part(rng: np.random.Generator, song: Song, program: int,
     style_of["outro"] = "block"
     if melody_only:
         style_of = dict.fromkeys(SECTION_BARS, "melody")
+    pedal_habit = float(rng.uniform(0.5, 1.0))
     comp = COMP_RHYTHMS[int(rng.integers(len(COMP_RHYTHMS)))]
     melody_pitch = place(song.tonic, 67)
     scale_pitches = [p for p in range(55, 90) if p % 12 in song.scale]
-    sections = song.sections()
-    for section, first_bar, n in sections:
-        if not melody_only and may_rest(rng, sections, section, 0.1):
+    for (section, first_bar, n), play in zip(song.sections(), plays, strict=True):
+        if not play:
             continue  # the piano sits this section out
         style = style_of[section]
+        pedalled = bool(rng.random() < PEDAL_PROBABILITY[style] * pedal_habit)
+        restrike = bool(rng.random() < 0.4)  # block chords struck again on beat 3
+        left_hand = bool(rng.random() < 0.4)  # a bass note under the block chords
         for b in range(first_bar, first_bar + n):
             bar, t0 = song.bars[b], b * STEPS_PER_BAR
+            spans = _chord_spans(bar)
+            if pedalled:
+                for start, end in spans:
+                    part.hold_pedal(t0 + start + PEDAL_DELAY_STEPS, t0 + end)
             if style in ("block", "melody") and not melody_only:
                 low = center - 7 if style == "melody" else center
-                for half in (0, 8):
-                    chord = bar.chord_at(half)
+                onsets = [(0, 8), (8, 16)] if restrike and len(spans) == 1 else spans
+                for start, end in onsets:
+                    chord = bar.chord_at(start)
+                    length = end - start - 0.4
                     for p in _voicing(chord, low):
-                        part.add(p, t0 + half, 7.6, _velocity(rng, base - 8, half))
-                    part.add(place(chord.root, 36), t0 + half, 7.6, _velocity(rng, base - 5, half))
+                        part.add(p, t0 + start, length, _velocity(rng, base - 8, start))
+                    if left_hand:
+                        part.add(place(chord.root, 36), t0 + start, length,
+                                 _velocity(rng, base - 5, start))
             if style == "comp":
                 onsets = (*comp, STEPS_PER_BAR)
                 for on, nxt in zip(onsets[:-1], onsets[1:], strict=True):
@@ -285,34 +403,17 @@ def piano_part(rng: np.random.Generator, song: Song, program: int,
     return part
 
 
-def guitar_bars(rng: np.random.Generator, song: Song) -> list[int]:
-    """Bars the distorted guitar plays: chorus (then bridge) sections up to a drawn share.
-
-    The share of bars is drawn in [1/6, 1/3] and divided by the expected duty cycle of the
-    riffs, so the guitar sounds in roughly a sixth to a third of the frames.
-    """
-    n_bars = len(song.bars)
-    wanted = max(1, round(float(rng.uniform(1 / 6, 1 / 3)) / 0.85 * n_bars))
-    sections = song.sections()
-    order = ([s for s in sections if s[0] == "chorus"] + [s for s in sections if s[0] == "bridge"]
-             + [s for s in sections if s[0] not in ("chorus", "bridge")])
-    bars: list[int] = []
-    for _, first, n in order:
-        bars.extend(range(first, first + min(n, wanted - len(bars))))
-        if len(bars) >= wanted:
-            break
-    return sorted(bars)
-
-
 RIFF_RHYTHMS = ((0, 2, 3, 6, 8, 10, 11, 14), (0, 3, 6, 8, 10, 12, 14), (0, 2, 4, 6, 8, 11, 14))
+LEAD_RHYTHMS = ((8, 8), (4, 4, 8), (6, 2, 8), (12, 4), (16,))
 
 
 def guitar_part(rng: np.random.Generator, song: Song, program: int, bars: list[int],
                 lead: bool = False) -> Part:
-    """Distorted electric guitar over ``bars``: power chords (chugs or held) or a riff."""
+    """Distorted electric guitar over ``bars``: power chords (chugged or held), a riff, or a
+    slow single-note lead line (``lead=True``: the riff an octave up, for a second guitar)."""
     part = Part("guitar", program)
     base = float(rng.uniform(80, 100))
-    styles = ("chug", "held", "riff")
+    styles = ("chug", "held", "riff", "lead")
     style = "riff" if lead else styles[int(rng.integers(len(styles)))]
     pentatonic = (0, 3, 5, 7, 10, 12, 15)  # minor pentatonic over the chord root
     riff_rhythm = RIFF_RHYTHMS[int(rng.integers(len(RIFF_RHYTHMS)))]
@@ -327,23 +428,35 @@ def guitar_part(rng: np.random.Generator, song: Song, program: int, bars: list[i
                 pitch = root + pentatonic[int(riff_degrees[k])]
                 part.add(pitch, t0 + on, (nxt - on) * 0.85, _velocity(rng, base, on))
             continue
+        if style == "lead":  # long notes from the pentatonic over the chord, bar by bar
+            step = 0
+            for length in LEAD_RHYTHMS[int(rng.integers(len(LEAD_RHYTHMS)))]:
+                root = place(bar.chord_at(step).root, 52)
+                pitch = root + pentatonic[int(rng.integers(len(pentatonic)))]
+                part.add(pitch, t0 + step, length * 0.95, _velocity(rng, base, step))
+                step += length
+            continue
         step_len = 2 if style == "chug" else 8
+        voicing = (0, 7) if style == "chug" else (0, 7, 12)  # chugs: root and fifth only
         for step in range(0, STEPS_PER_BAR, step_len):
             root = place(bar.chord_at(step).root, 40)  # E2..D#3: power chords on low strings
-            for p in (root, root + 7, root + 12):
-                part.add(p, t0 + step, step_len * 0.85, _velocity(rng, base, step))
+            for interval in voicing:
+                part.add(root + interval, t0 + step, step_len * 0.85,
+                         _velocity(rng, base, step))
     return part
 
 
-def bass_part(rng: np.random.Generator, song: Song, program: int, sparse: bool = False) -> Part:
-    """Electric bass in E1-G3: root eighths, root-fifth, syncopated or walking, per section."""
+def bass_part(rng: np.random.Generator, song: Song, program: int, plays: Sequence[bool],
+              sparse: bool = False) -> Part:
+    """Electric bass in E1-G3 in the sections of ``plays``: root eighths, root-fifth,
+    syncopated or walking per section type (``sparse``: half notes, for a second bass)."""
     part = Part("bass", program)
     base = float(rng.uniform(85, 105))
     styles = ("root8", "rootfifth", "sync", "walking")
     style_of = {s: styles[int(rng.integers(len(styles)))] for s in SECTION_BARS}
     scale_low = sorted(p for p in range(28, 56) if p % 12 in song.scale)
-    for section, first_bar, n in song.sections():
-        if section == "intro" and rng.random() < 0.5:
+    for (section, first_bar, n), play in zip(song.sections(), plays, strict=True):
+        if not play:
             continue
         style = "whole" if sparse else style_of[section]
         for b in range(first_bar, first_bar + n):
@@ -363,10 +476,11 @@ def bass_part(rng: np.random.Generator, song: Song, program: int, sparse: bool =
                     part.add(root + (7 if step in (4, 12) else 0), t0 + step, 3.5,
                              _velocity(rng, base, step))
             elif style == "sync":
-                for step in (0, 3, 6, 8, 11, 14):
+                onsets = (0, 3, 6, 8, 11, 14, STEPS_PER_BAR)
+                for step, nxt in zip(onsets[:-1], onsets[1:], strict=True):
                     root = place(bar.chord_at(step).root, 28)
-                    part.add(root + (7 if step in (6, 14) else 0), t0 + step, 1.8,
-                             _velocity(rng, base, step))
+                    part.add(root + (7 if step in (6, 14) else 0), t0 + step,
+                             (nxt - step) * 0.85, _velocity(rng, base, step))
             else:  # walking: root, two steps of the scale, chromatic approach to the next root
                 root = place(bar.first.root, 28)
                 nxt = song.bars[b + 1].first.root if b + 1 < len(song.bars) else song.tonic
@@ -465,16 +579,16 @@ def fx_part(rng: np.random.Generator, song: Song) -> Part:
 
 @dataclass(frozen=True)
 class Variant:
-    """Which stems a track has beyond the standard piano, guitar, bass, drums and one other.
+    """Which stems a track has beyond drums and one non-target pitched part.
 
     Attributes:
-        missing: a target role left out entirely, or None.
-        doubled: a target role that gets a second stem, or None.
+        missing: target roles left out of the whole track (never all three).
+        doubled: a present target role that gets a second stem, or None.
         second_other: add a second non-target pitched part.
         unrendered_fx: add a sound-effects stem that is listed but never rendered.
     """
 
-    missing: str | None = None
+    missing: tuple[str, ...] = ()
     doubled: str | None = None
     second_other: bool = False
     unrendered_fx: bool = False
@@ -483,21 +597,28 @@ class Variant:
 def draw_variant(rng: np.random.Generator, position: int) -> Variant:
     """The stem line-up of the ``position``-th track of a corpus.
 
-    Fixed positions guarantee that even a six-track corpus has a track without one target
-    (position 3, 8, 13, ...), one with two stems of a class (2, 6, 10, ...) and one with an
-    unrendered stem (5, 12, 19, ...); the rest is left to chance.
+    Each target is left out with its :data:`TRACK_ABSENCE_PROBABILITY`. Fixed positions
+    guarantee that even a six-track corpus has a track without one target (position 3, 8,
+    13, ...), one with two stems of a class (2, 6, 10, ...) and one with an unrendered stem
+    (5, 12, 19, ...); the rest is left to chance. At least one target always stays.
     """
-    missing = TARGET_ROLES[int(rng.integers(3))] if (position % 5 == 3
-                                                     or rng.random() < 0.05) else None
+    forced = TARGET_ROLES[int(rng.integers(3))] if position % 5 == 3 else None
+    missing = [role for role in TARGET_ROLES
+               if bool(rng.random() < TRACK_ABSENCE_PROBABILITY[role]) or role == forced]
+    if len(missing) == len(TARGET_ROLES):
+        missing.remove(TARGET_ROLES[int(rng.integers(3))])
     doubled = None
     if position % 4 == 2 or rng.random() < 0.1:
-        doubled = str(rng.choice([r for r in TARGET_ROLES if r != missing]))
-    return Variant(missing=missing, doubled=doubled, second_other=bool(rng.random() < 0.4),
-                   unrendered_fx=position % 7 == 5)
+        doubled = str(rng.choice([r for r in TARGET_ROLES if r not in missing]))
+    return Variant(missing=tuple(missing), doubled=doubled,
+                   second_other=bool(rng.random() < 0.4), unrendered_fx=position % 7 == 5)
 
 
 def arrange(rng: np.random.Generator, song: Song, variant: Variant) -> list[Part]:
     """All parts of a track, in a random stem order (Slakh's Sxx order carries no meaning).
+
+    The targets follow one song-level :func:`arrange_sections` plan; a second stem of a
+    class plays in the same sections as the first.
 
     Raises:
         ValueError: a target note fell outside MIDI 21-108 (a generator bug).
@@ -505,20 +626,22 @@ def arrange(rng: np.random.Generator, song: Song, variant: Variant) -> list[Part
     def program(role: str) -> int:
         return int(rng.choice(TARGET_PROGRAMS[role]))
 
+    plan = arrange_sections(rng, song)
     parts: list[Part] = []
-    if variant.missing != "piano":
-        parts.append(piano_part(rng, song, program("piano")))
+    if "piano" not in variant.missing:
+        parts.append(piano_part(rng, song, program("piano"), plan.plays["piano"]))
         if variant.doubled == "piano":
-            parts.append(piano_part(rng, song, program("piano"), melody_only=True))
-    if variant.missing != "guitar":
-        bars = guitar_bars(rng, song)
+            parts.append(piano_part(rng, song, program("piano"), plan.plays["piano"],
+                                    melody_only=True))
+    if "guitar" not in variant.missing:
+        bars = plan.bars(song, "guitar")
         parts.append(guitar_part(rng, song, program("guitar"), bars))
         if variant.doubled == "guitar":
             parts.append(guitar_part(rng, song, program("guitar"), bars, lead=True))
-    if variant.missing != "bass":
-        parts.append(bass_part(rng, song, program("bass")))
+    if "bass" not in variant.missing:
+        parts.append(bass_part(rng, song, program("bass"), plan.plays["bass"]))
         if variant.doubled == "bass":
-            parts.append(bass_part(rng, song, program("bass"), sparse=True))
+            parts.append(bass_part(rng, song, program("bass"), plan.plays["bass"], sparse=True))
     parts.append(drum_part(rng, song))
     styles = sorted(OTHER_PROGRAMS)
     for _ in range(2 if variant.second_other else 1):
