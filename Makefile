@@ -4,7 +4,13 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 TORCH_VERSION := 2.13.0
-SOUNDFONT := /usr/share/sounds/sf2/FluidR3_GM.sf2
+# The General MIDI soundfonts of prep/synth.py's presets (demo: the first alone), and their
+# Debian packages.
+SOUNDFONTS := /usr/share/sounds/sf2/FluidR3_GM.sf2 /usr/share/sounds/sf3/MuseScore_General_Lite.sf3 \
+	/usr/share/sounds/sf3/FluidR3Mono_GM.sf3 /usr/share/sounds/sf2/TimGM6mb.sf2 \
+	/usr/share/sounds/sf2/sf_GMbank.sf2
+SOUNDFONT_PACKAGES := fluid-soundfont-gm musescore-general-soundfont-small fluidr3mono-gm-soundfont \
+	timgm6mb-soundfont csound-soundfont
 STAMP := $(VENV)/.scorecritic-installed
 
 .PHONY: demo test lint setup system-deps clean
@@ -13,13 +19,13 @@ setup: system-deps $(STAMP)
 
 # Debian packages: installed when missing and we are root; otherwise say the one command to run.
 system-deps:
-	@if [ -f $(SOUNDFONT) ] && ldconfig -p | grep -q libfluidsynth; then :; \
+	@if (for f in $(SOUNDFONTS); do [ -f $$f ] || exit 1; done) && ldconfig -p | grep -q libfluidsynth; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		echo "installing fluidsynth and fluid-soundfont-gm (Debian packages)"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fluidsynth fluid-soundfont-gm >/dev/null; \
+		echo "installing fluidsynth and the soundfonts $(SOUNDFONT_PACKAGES) (Debian packages)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fluidsynth $(SOUNDFONT_PACKAGES) >/dev/null; \
 	else \
-		echo "error: FluidSynth and the FluidR3_GM soundfont are missing. Run:"; \
-		echo "  sudo apt-get install -y fluidsynth fluid-soundfont-gm"; \
+		echo "error: FluidSynth or one of the soundfonts $(SOUNDFONTS) is missing. Run:"; \
+		echo "  sudo apt-get install -y fluidsynth $(SOUNDFONT_PACKAGES)"; \
 		exit 1; \
 	fi
 

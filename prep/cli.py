@@ -26,15 +26,17 @@ def main() -> None:
 @main.command("synth-slakh")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Corpus root; gets train/, validation/, test/ as in Slakh2100.")
-@click.option("--preset", type=click.Choice(["demo", "bench", "tiny", "none"]), default="demo",
-              show_default=True,
-              help="Size preset: demo 24 x 30 s, bench 200 x 60 s, tiny 6 x 6 s; none renders "
-                   "nothing (the pipeline on a real Slakh2100 copy).")
+@click.option("--preset", type=click.Choice(["demo", "bench", "heldout", "tiny", "none"]),
+              default="demo", show_default=True,
+              help="Preset: demo 24 x 30 s and tiny 6 x 6 s (one soundfont, dry); bench "
+                   "200 x 60 s and heldout 60 x 60 s, seed 1000 (soundfont pools that share "
+                   "no samples, per-stem effects); none renders nothing (the pipeline on a "
+                   "real Slakh2100 copy).")
 @click.option("--tracks", type=int, default=None, help="Number of tracks (overrides preset).")
 @click.option("--seconds", type=float, default=None, help="Seconds per track (overrides preset).")
 @click.option("--seed", type=int, default=None, help="Seed of the music (overrides preset).")
 @click.option("--soundfont", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="SF2 file [default: /usr/share/sounds/sf2/FluidR3_GM.sf2].")
+              help="One SF2/SF3 file for every stem, instead of the preset's soundfont pool.")
 @click.option("--workers", type=int, default=1, show_default=True,
               help="Tracks rendered in parallel.")
 def synth_slakh_command(out: Path, preset: str, tracks: int | None, seconds: float | None,

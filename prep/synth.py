@@ -14,16 +14,30 @@ Track ids sit in their *original* Slakh split folder (Track00001-01500 train, 01
 validation, 01876-02100 test) and are chosen so that Slakh2100-split2
 (``prep/data/splits_v2.json``) moves some of them, which exercises the split logic.
 
-Mixing follows Slakh: every stem is rendered dry (reverb and chorus off) on its own fresh
-synthesiser, its loudness measured, scaled to ``NORMALIZATION_DB``, the scaled stems summed,
-and one ``overall_gain`` applied to the mix and to every stem so that the mix peaks at
-``TARGET_PEAK_DB``. Loudness here is :func:`gated_loudness_db` (BS.1770 gating without the
-K-weighting filter), recorded per stem as ``integrated_loudness`` (of the raw render, before
-normalisation, as Slakh records it).
+Rendering follows Slakh's recipe. Every stem is rendered on its own fresh synthesiser with
+one soundfont drawn from the preset's *pool* (as Slakh draws one patch per stem), the part's
+control changes (sustain pedal, volume, expression) played with its notes, and FluidSynth's
+own reverb and chorus off. Presets with ``effects`` then run each stem through a channel
+strip drawn per stem (:mod:`prep.effects`: drive on guitars, EQ, compression, sometimes
+chorus, moderate reverb). Mixing is Slakh's: each stem's integrated loudness (ITU-R BS.1770-4
+with K-weighting, as pyloudnorm measures it; :func:`integrated_loudness`) is scaled to
+``NORMALIZATION_DB``, the scaled stems are summed, and one ``overall_gain`` applied to the
+mix and to every stem brings the mix peak to ``TARGET_PEAK_DB`` (or lower, should a stem
+alone peak higher: no stem ever clips). ``integrated_loudness`` in metadata.yaml is the
+rendered (and effected) stem's, before normalisation, as Slakh records it. Which soundfont
+and effects each stem got is recorded under the extra key ``scorecritic_render`` of its
+``stems: Sxx:`` entry; every field real Slakh writes is there as well.
 
-Deterministic: the same arguments and FluidSynth version give byte-identical files. Each
-track's generator is seeded from (seed, track number), the UUID is an MD5 of the same, and
-nothing reads the clock.
+Presets: ``demo`` and ``tiny`` render with FluidR3_GM alone and dry (fast, for the pipeline
+and the tests); ``bench`` draws from three FluidR3-family fonts with effects; ``heldout``
+draws, with effects, from two fonts whose samples bench never uses (the TimGM6mb family),
+with other music (seed 1000), to measure how models trained on bench carry to timbres they
+never heard. See ``SOUNDFONTS`` for what each font is.
+
+Deterministic: the same arguments and FluidSynth (and pedalboard) versions give
+byte-identical files. Each track's music generator is seeded from (seed, track number), its
+render choices (soundfont, effects) from a separate stream of the same seed, the UUID is an
+MD5 of the same, and nothing reads the clock.
 """
 
 from __future__ import annotations
@@ -33,6 +47,7 @@ import hashlib
 import json
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -44,8 +59,11 @@ import yaml
 from joblib import Parallel, delayed
 from tqdm import tqdm
 
+from prep.effects import EffectChain, EffectsError, apply_chain, draw_chain, effects_settings
 from prep.synth_music import (
     DRUM_PROGRAM,
+    OTHER_PROGRAMS,
+    TARGET_PROGRAMS,
     Part,
     Song,
     arrange,
@@ -54,8 +72,39 @@ from prep.synth_music import (
 )
 
 SAMPLE_RATE = 44100  # Slakh's audio rate
-DEFAULT_SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
-SOUNDFONT_PACKAGE = "fluid-soundfont-gm"
+SF2_DIR, SF3_DIR = Path("/usr/share/sounds/sf2"), Path("/usr/share/sounds/sf3")
+DEFAULT_SOUNDFONT = SF2_DIR / "FluidR3_GM.sf2"
+SOUNDFONT_PACKAGE = "fluid-soundfont-gm"  # provides DEFAULT_SOUNDFONT
+# General MIDI soundfonts of Debian packages: file name -> (package, what it is). Fonts that
+# share samples form a *family*; the held-out pool shares no family with bench. The notes in
+# brackets are long-term-spectrum distances of one MIDI part rendered by two fonts (RMS over
+# third-octave bands, dB): ~0 means the same samples.
+SOUNDFONTS: dict[str, tuple[str, str]] = {
+    "FluidR3_GM.sf2": ("fluid-soundfont-gm", "Fluid R3 GM (Frank Wen), stereo samples"),
+    "MuseScore_General_Lite.sf3": (
+        "musescore-general-soundfont-small",
+        "MuseScore General (S. Christian Collins): FluidR3 family, with its own grand piano "
+        "and reprogrammed basses and drums [vs FluidR3_GM: piano 11, bass 8, drums 3, "
+        "guitar 0.2]"),
+    "FluidR3Mono_GM.sf3": (
+        "fluidr3mono-gm-soundfont",
+        "Fluid R3 Mono (MuseScore 2.1): FluidR3 samples in mono; other drum programming "
+        "[vs FluidR3_GM: drums 3, piano 1.3, bass and guitar 0.2]"),
+    "TimGM6mb.sf2": ("timgm6mb-soundfont", "TimGM6mb (Tim Brechbill), 6 MB; TimGM6mb family"),
+    "sf_GMbank.sf2": (
+        "csound-soundfont",
+        "Csound's public-domain GM bank: TimGM6mb family (320 of its 488 samples are "
+        "TimGM6mb's) [vs TimGM6mb: piano 4, drums 7, guitar and bass 0]"),
+}
+# The pools. Debian has two General MIDI sample families (FluidR3 and TimGM6mb); bench gets
+# the larger, realistic one in its three versions, heldout the other, so that no sample of
+# heldout was heard in training.
+BENCH_SOUNDFONTS = (DEFAULT_SOUNDFONT, SF3_DIR / "MuseScore_General_Lite.sf3",
+                    SF3_DIR / "FluidR3Mono_GM.sf3")
+HELDOUT_SOUNDFONTS = (SF2_DIR / "TimGM6mb.sf2", SF2_DIR / "sf_GMbank.sf2")
+RENDER_STREAM = 1  # the render choices' generator: default_rng([seed, track, RENDER_STREAM])
+RENDER_KEY = "scorecritic_render"  # the extra per-stem metadata key (not a Slakh field)
+LOUDNESS = "ITU-R BS.1770-4 integrated loudness, K-weighted, gated (LUFS)"
 NORMALIZATION_DB = -13.0  # Slakh's normalization_factor: every stem's loudness after scaling
 TARGET_PEAK_DB = -1.0  # Slakh's target_peak: the mix's peak after overall_gain
 PCM16_SCALE = 32767.0
@@ -86,16 +135,26 @@ class SynthError(RuntimeError):
 
 @dataclass(frozen=True)
 class SynthPreset:
-    """Corpus size presets for ``prep synth-slakh --preset``."""
+    """A corpus preset for ``prep synth-slakh --preset``: size, music seed, and rendering.
+
+    ``soundfonts`` is the pool every stem draws its font from; ``effects`` gives every stem a
+    drawn effects chain (:mod:`prep.effects`).
+    """
 
     tracks: int
     seconds: float
     seed: int = 0
+    soundfonts: tuple[Path, ...] = (DEFAULT_SOUNDFONT,)
+    effects: bool = False
 
 
 SYNTH_PRESETS: dict[str, SynthPreset] = {
     "demo": SynthPreset(tracks=24, seconds=30.0),  # ~15 s with 2 idle workers
-    "bench": SynthPreset(tracks=200, seconds=60.0),  # the quality benchmark, a few minutes
+    # the quality benchmark: several fonts and effects, like Slakh's varied patches
+    "bench": SynthPreset(tracks=200, seconds=60.0, soundfonts=BENCH_SOUNDFONTS, effects=True),
+    # other music on fonts bench never uses: generalisation to unheard timbres
+    "heldout": SynthPreset(tracks=60, seconds=60.0, seed=1000, soundfonts=HELDOUT_SOUNDFONTS,
+                           effects=True),
     "tiny": SynthPreset(tracks=6, seconds=6.0),  # tests
 }
 
@@ -165,10 +224,42 @@ def check_soundfont(soundfont: Path | None) -> Path:
     """The soundfont to use, or a clear error naming the path and the Debian package."""
     path = Path(soundfont) if soundfont is not None else DEFAULT_SOUNDFONT
     if not path.is_file():
-        raise SynthError(
-            f"soundfont not found: {path}. Install the Debian package {SOUNDFONT_PACKAGE} "
-            f"(sudo apt-get install {SOUNDFONT_PACKAGE}) or pass --soundfont PATH.")
+        if path.name in SOUNDFONTS:
+            package = SOUNDFONTS[path.name][0]
+            hint = f"Install the Debian package {package} (sudo apt-get install {package})"
+        else:
+            hint = (f"Install the Debian package {SOUNDFONT_PACKAGE} for the default "
+                    f"{DEFAULT_SOUNDFONT.name} (sudo apt-get install {SOUNDFONT_PACKAGE})")
+        raise SynthError(f"soundfont not found: {path}. {hint} or pass --soundfont PATH.")
     return path
+
+
+def needed_presets() -> list[tuple[int, int]]:
+    """(bank, program) of every preset the music generator can ask a soundfont for."""
+    programs = {int(p) for p in TARGET_PROGRAMS.values() for p in p}
+    programs |= {int(p) for group in OTHER_PROGRAMS.values() for p in group}
+    return [(0, p) for p in sorted(programs)] + [(128, 0)]
+
+
+def check_presets(soundfont: Path) -> None:
+    """Refuse a soundfont FluidSynth cannot load or that lacks a preset the music uses.
+
+    Checked once per corpus, before any track, so that a bad font fails at once with its
+    name rather than in the middle of a render.
+    """
+    fluidsynth = _import_fluidsynth()
+    synth = fluidsynth.Synth(samplerate=float(SAMPLE_RATE),
+                             **{"synth.dynamic-sample-loading": 1})
+    try:
+        sfid = synth.sfload(str(soundfont))
+        if sfid < 0:
+            raise SynthError(f"{soundfont}: FluidSynth cannot load this soundfont")
+        missing = [bp for bp in needed_presets() if not synth.sfpreset_name(sfid, *bp)]
+    finally:
+        synth.delete()
+    if missing:
+        raise SynthError(f"{soundfont}: no preset for (bank, program) {missing}; the generated "
+                         "music needs them. Use a General MIDI soundfont.")
 
 
 def _import_fluidsynth() -> Any:
@@ -194,9 +285,13 @@ def render_instrument(instrument: pretty_midi.Instrument, soundfont: Path,
 
     A fresh synthesiser per stem (no state carried between stems), reverb and chorus off
     (dry stems, like Slakh's per-patch renders), samples loaded on demand (only the presets
-    used: loading all of FluidR3_GM costs ~0.3 s a stem). Audio is pulled as float32 through
-    ``fluid_synth_write_float`` rather than pyfluidsynth's int16 ``get_samples``, which would
-    quantise and dither before the loudness gain. Stereo is averaged to mono.
+    used: loading all of FluidR3_GM costs ~0.3 s a stem). The instrument's control changes
+    (CC64 sustain, CC7 volume, CC11 expression, any other) and pitch bends are played at
+    their sample positions in the same event loop as the notes; at one sample, note-offs go
+    first, then control changes and pitch bends, then note-ons, so a pedal pressed with a
+    new note holds that note. Audio is pulled as float32 through ``fluid_synth_write_float``
+    rather than pyfluidsynth's int16 ``get_samples``, which would quantise and dither before
+    the loudness gain. Stereo is averaged to mono.
     """
     fluidsynth = _import_fluidsynth()
     synth = fluidsynth.Synth(samplerate=float(SAMPLE_RATE), **{
@@ -210,52 +305,102 @@ def render_instrument(instrument: pretty_midi.Instrument, soundfont: Path,
         if synth.program_select(channel, sfid, bank, instrument.program) != 0:
             raise SynthError(f"{soundfont}: no preset for bank {bank} program "
                              f"{instrument.program}")
-        # (sample, order, pitch, velocity): note-offs sort before note-ons at the same sample.
+        # (sample, kind, a, b), kind in the order played at one sample. Sorted on (sample,
+        # kind) only: the sort is stable, so events of one kind keep the file's order.
         events: list[tuple[int, int, int, int]] = []
         for note in instrument.notes:
-            events.append((round(note.start * SAMPLE_RATE), 1, note.pitch, note.velocity))
-            events.append((round(note.end * SAMPLE_RATE), 0, note.pitch, 0))
-        events.sort()
+            events.append((round(note.start * SAMPLE_RATE), _NOTE_ON, note.pitch, note.velocity))
+            events.append((round(note.end * SAMPLE_RATE), _NOTE_OFF, note.pitch, 0))
+        for change in instrument.control_changes:
+            events.append((round(change.time * SAMPLE_RATE), _CONTROL, change.number,
+                           change.value))
+        for bend in instrument.pitch_bends:
+            events.append((round(bend.time * SAMPLE_RATE), _CONTROL, _PITCH_BEND, bend.pitch))
+        events.sort(key=lambda event: (event[0], event[1]))
         write_float = fluidsynth._fl.fluid_synth_write_float
         write_float.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int,
                                 ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
         stereo = np.zeros((n_samples, 2), dtype=np.float32)
         position = 0
-        for sample, is_on, pitch, velocity in [*events, (n_samples, -1, 0, 0)]:
-            sample = min(sample, n_samples)
+        for sample, kind, a, b in [*events, (n_samples, _END, 0, 0)]:
+            sample = min(max(sample, 0), n_samples)
             if sample > position:
                 block = stereo[position:sample]
                 write_float(synth.synth, sample - position, block.ctypes.data, 0, 2,
                             block.ctypes.data, 1, 2)
                 position = sample
-            if is_on == 1:
-                synth.noteon(channel, pitch, velocity)
-            elif is_on == 0:
-                synth.noteoff(channel, pitch)
+            if kind == _NOTE_ON:
+                synth.noteon(channel, a, b)
+            elif kind == _NOTE_OFF:
+                synth.noteoff(channel, a)
+            elif kind == _CONTROL and a == _PITCH_BEND:
+                synth.pitch_bend(channel, b)
+            elif kind == _CONTROL:
+                synth.cc(channel, a, b)
     finally:
         synth.delete()
+    if not np.all(np.isfinite(stereo)):
+        raise SynthError(f"{soundfont}: FluidSynth rendered non-finite samples")
     return stereo.mean(axis=1, dtype=np.float64).astype(np.float32)
 
 
-def gated_loudness_db(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> float:
-    """Loudness in dB (full-scale sine: -3 dB) with ITU-R BS.1770 gating, no K-weighting.
+_NOTE_OFF, _CONTROL, _NOTE_ON, _END = 0, 1, 2, 3  # event kinds, in their order at one sample
+_PITCH_BEND = -1  # stands for a pitch bend among the control numbers (0-127)
 
-    Mean square over 400 ms blocks with 75 % overlap; blocks below -70 dB, then blocks more
-    than 10 dB below the mean of the remaining ones, are left out; the result is
-    ``10 log10`` of the mean square of the kept blocks. Returns ``-inf`` for silence.
+
+def k_weighting(sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """BS.1770's K-weighting pre-filter as two biquads (scipy ``sos`` rows), at any rate.
+
+    Stage 1 is the head's acoustic effect, a +4 dB high shelf at 1500 Hz (Q 1/sqrt 2); stage 2
+    the RLB weighting, a high-pass at 38 Hz (Q 0.5). The coefficients come from the RBJ
+    cookbook formulas for those parameters, as pyloudnorm derives them (what Slakh measured
+    with), so rates other than 48 kHz get the same curve rather than the standard's 48 kHz
+    table.
     """
+    shelf_gain = 10 ** (4.0 / 40)
+    w0 = 2 * np.pi * 1500.0 / sample_rate
+    cos_w0, alpha = np.cos(w0), np.sin(w0) / (2 / np.sqrt(2))
+    root = 2 * np.sqrt(shelf_gain) * alpha
+    shelf = [shelf_gain * ((shelf_gain + 1) + (shelf_gain - 1) * cos_w0 + root),
+             -2 * shelf_gain * ((shelf_gain - 1) + (shelf_gain + 1) * cos_w0),
+             shelf_gain * ((shelf_gain + 1) + (shelf_gain - 1) * cos_w0 - root),
+             (shelf_gain + 1) - (shelf_gain - 1) * cos_w0 + root,
+             2 * ((shelf_gain - 1) - (shelf_gain + 1) * cos_w0),
+             (shelf_gain + 1) - (shelf_gain - 1) * cos_w0 - root]
+    w0 = 2 * np.pi * 38.0 / sample_rate
+    cos_w0, alpha = np.cos(w0), np.sin(w0) / (2 * 0.5)
+    high_pass = [(1 + cos_w0) / 2, -(1 + cos_w0), (1 + cos_w0) / 2,
+                 1 + alpha, -2 * cos_w0, 1 - alpha]
+    sos = np.array([shelf, high_pass], dtype=np.float64)
+    return sos / sos[:, 3:4]  # normalise by a0
+
+
+def integrated_loudness(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> float:
+    """Integrated loudness of mono audio in LUFS (ITU-R BS.1770-4), as pyloudnorm gives it.
+
+    K-weighting (:func:`k_weighting`), then the mean square over 400 ms blocks with 75 %
+    overlap; block loudness is ``-0.691 + 10 log10(mean square)``; blocks below -70 LUFS,
+    then blocks more than 10 LU below the loudness of the remaining ones, are left out. A
+    full-scale 997 Hz sine reads -3.01 LUFS. Returns ``-inf`` for silence.
+    """
+    from scipy.signal import sosfilt
+
     block, hop = int(0.4 * sample_rate), int(0.1 * sample_rate)
     x = np.asarray(audio, dtype=np.float64)
     if len(x) < block:
         x = np.pad(x, (0, block - len(x)))
+    x = sosfilt(k_weighting(sample_rate), x)
     cumulative = np.concatenate([[0.0], np.cumsum(x * x)])
     starts = np.arange(0, len(x) - block + 1, hop)
     power = (cumulative[starts + block] - cumulative[starts]) / block
-    power = power[power > 10 ** (-70 / 10)]
+    with np.errstate(divide="ignore"):
+        block_lufs = -0.691 + 10 * np.log10(power)
+    power = power[block_lufs >= -70.0]
     if power.size == 0:
         return float("-inf")
-    power = power[power > power.mean() * 10 ** (-10 / 10)]
-    return float(10 * np.log10(power.mean()))
+    relative_gate = -0.691 + 10 * np.log10(power.mean()) - 10.0
+    power = power[-0.691 + 10 * np.log10(power) > relative_gate]
+    return float(-0.691 + 10 * np.log10(power.mean()))
 
 
 @dataclass
@@ -271,20 +416,27 @@ class MixedTrack:
 def mix_stems(raw: list[np.ndarray], where: str) -> MixedTrack:
     """Slakh-style mix: equal loudness per stem, one overall gain to a -1 dBFS mix peak.
 
-    The stems are quantised to 16 bit first and the mix is their integer sum, so that
-    ``mix.flac`` equals the sum of the written stems exactly.
+    Stems are float until here. ``overall_gain`` brings the mix peak to ``TARGET_PEAK_DB``;
+    should one loudness-normalised stem peak above the mix (stems cancelling each other),
+    the gain is set by that stem instead, so that no stem clips at 16 bit (the mix then
+    peaks a little lower). The stems are quantised to 16 bit first and the mix is their
+    integer sum, so that ``mix.flac`` equals the sum of the written stems exactly.
     """
     if not raw:
         raise SynthError(f"{where}: no stem has a note; use longer --seconds")
-    loudness = [gated_loudness_db(x) for x in raw]
+    if not all(np.all(np.isfinite(x)) for x in raw):
+        raise SynthError(f"{where}: a rendered stem has non-finite samples")
+    loudness = [integrated_loudness(x) for x in raw]
     if not all(np.isfinite(loudness)):
         raise SynthError(f"{where}: a rendered stem is silent (loudness {loudness})")
     normalised = np.stack([x.astype(np.float64) * 10 ** ((NORMALIZATION_DB - lufs) / 20)
                            for x, lufs in zip(raw, loudness, strict=True)])
-    peak = float(np.abs(normalised.sum(axis=0)).max())
+    peak = max(float(np.abs(normalised.sum(axis=0)).max()), float(np.abs(normalised).max()))
     overall_gain = 10 ** (TARGET_PEAK_DB / 20) / peak
     stems = np.round(normalised * overall_gain * PCM16_SCALE)
-    stems = np.clip(stems, -32768, 32767).astype(np.int16)
+    if np.abs(stems).max() > 32767:  # cannot happen at -1 dBFS; never clip silently
+        raise SynthError(f"{where}: a stem overflows 16 bit")
+    stems = stems.astype(np.int16)
     mix = stems.astype(np.int32).sum(axis=0)
     if np.abs(mix).max() > 32767:  # cannot happen at -1 dBFS plus rounding; never clip silently
         raise SynthError(f"{where}: mix overflows 16 bit")
@@ -306,8 +458,10 @@ def _midi_file(instruments: list[pretty_midi.Instrument], song: Song) -> pretty_
 
 def _stem_metadata(part: Part, rng: np.random.Generator, rendered: bool,
                    loudness_db: float | None, gm: dict[str, Any],
-                   patches: dict[str, list[str]]) -> dict[str, Any]:
-    """One ``stems: Sxx:`` entry with exactly the fields real Slakh writes."""
+                   patches: dict[str, list[str]],
+                   render: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One ``stems: Sxx:`` entry: every field real Slakh writes, plus ``scorecritic_render``
+    (the soundfont and effects chain the stem was rendered with) for rendered stems."""
     if part.role in TARGET_PATCH_GROUPS:
         plugin = str(rng.choice(patches[TARGET_PATCH_GROUPS[part.role]]))
     elif part.program == DRUM_PROGRAM:
@@ -327,11 +481,13 @@ def _stem_metadata(part: Part, rng: np.random.Generator, rendered: bool,
     }
     if loudness_db is not None:
         entry["integrated_loudness"] = loudness_db
+    if render is not None:
+        entry[RENDER_KEY] = render
     return entry
 
 
 def render_track(out: Path, track_number: int, position: int, seconds: float, seed: int,
-                 soundfont: Path) -> Path:
+                 soundfonts: Sequence[Path], effects: bool = False) -> Path:
     """Compose, render, mix and write one track atomically; return its folder.
 
     Everything is written to a hidden temporary folder next to the final one and renamed
@@ -344,7 +500,8 @@ def render_track(out: Path, track_number: int, position: int, seconds: float, se
             :func:`prep.synth_music.draw_variant`).
         seconds: audio length in seconds.
         seed: corpus seed; the track's generator is seeded with (seed, track_number).
-        soundfont: SF2 file.
+        soundfonts: the pool each stem draws its soundfont (SF2/SF3 file) from.
+        effects: give each stem a drawn effects chain (:mod:`prep.effects`).
     """
     track_id = f"Track{track_number:05d}"
     split_dir = Path(out) / original_split(track_number)
@@ -356,7 +513,8 @@ def render_track(out: Path, track_number: int, position: int, seconds: float, se
         shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{track_id}.", dir=split_dir))
     try:
-        _write_track(tmp, track_id, track_number, position, seconds, seed, soundfont)
+        _write_track(tmp, track_id, track_number, position, seconds, seed, tuple(soundfonts),
+                     effects)
         try:
             tmp.rename(final)
         except OSError:
@@ -367,9 +525,29 @@ def render_track(out: Path, track_number: int, position: int, seconds: float, se
     return final
 
 
+def _render_stem(instrument: pretty_midi.Instrument, role: str, rng: np.random.Generator,
+                 soundfonts: tuple[Path, ...], effects: bool, n_samples: int,
+                 where: str) -> tuple[np.ndarray, dict[str, Any]]:
+    """Draw the stem's soundfont (and chain), render it; return audio and what was drawn."""
+    soundfont = soundfonts[int(rng.integers(len(soundfonts)))]
+    audio = render_instrument(instrument, soundfont, n_samples)
+    chain: EffectChain | None = None
+    if effects:
+        chain = draw_chain(rng, role)
+        try:
+            audio = apply_chain(chain, audio, SAMPLE_RATE)
+        except EffectsError as error:
+            raise SynthError(f"{where}: {error}") from error
+    return audio, {"soundfont": soundfont.name,
+                   "effects": chain.to_dict() if chain is not None else None}
+
+
 def _write_track(folder: Path, track_id: str, track_number: int, position: int,
-                 seconds: float, seed: int, soundfont: Path) -> None:
+                 seconds: float, seed: int, soundfonts: tuple[Path, ...], effects: bool) -> None:
     rng = np.random.default_rng([seed, track_number])
+    # Render choices use their own stream: the music and plugin names of a track stay the
+    # same whatever the soundfont pool and effects settings.
+    render_rng = np.random.default_rng([seed, track_number, RENDER_STREAM])
     song = compose_song(rng, seconds)
     parts = arrange(rng, song, draw_variant(rng, position))
     gm = json.loads((DATA_DIR / "general_midi_inst_0based.json").read_text())
@@ -384,7 +562,7 @@ def _write_track(folder: Path, track_id: str, track_number: int, position: int,
     parts = [part for part, _ in converted]
     instruments = [inst for _, inst in converted]
     keys = [f"S{i:02d}" for i in range(len(parts))]
-    rendered_keys, raw = [], []
+    rendered_keys, raw, renders = [], [], {}
     for part, key, instrument in zip(parts, keys, instruments, strict=True):
         if part.role == "fx":  # listed and in all_src.mid but never rendered, like Slakh's
             continue
@@ -392,7 +570,9 @@ def _write_track(folder: Path, track_id: str, track_number: int, position: int,
         _midi_file([instrument], song).write(str(midi_path))
         # Render what the file says (tick-rounded times), so audio and MIDI agree exactly.
         saved = pretty_midi.PrettyMIDI(str(midi_path)).instruments[0]
-        raw.append(render_instrument(saved, soundfont, n_samples))
+        audio, renders[key] = _render_stem(saved, part.role, render_rng, soundfonts, effects,
+                                           n_samples, f"{track_id} {key} (seed {seed})")
+        raw.append(audio)
         rendered_keys.append(key)
     _midi_file(instruments, song).write(str(folder / "all_src.mid"))
 
@@ -402,7 +582,8 @@ def _write_track(folder: Path, track_id: str, track_number: int, position: int,
     write_flac(folder / "mix.flac", mixed.mix)
 
     loudness = dict(zip(rendered_keys, mixed.loudness_db, strict=True))
-    stems_meta = {key: _stem_metadata(part, rng, key in loudness, loudness.get(key), gm, patches)
+    stems_meta = {key: _stem_metadata(part, rng, key in loudness, loudness.get(key), gm, patches,
+                                      renders.get(key))
                   for part, key in zip(parts, keys, strict=True)}
     uuid = track_uuid(seed, track_number)
     metadata = {
@@ -436,10 +617,46 @@ def _check_config(out: Path, config: dict[str, Any]) -> None:
     path.write_text(text)
 
 
+def pedalboard_version() -> str:
+    """Version of pedalboard (part of the determinism contract when effects are on)."""
+    try:
+        import pedalboard
+    except ImportError as err:
+        raise SynthError(f"cannot import pedalboard ({err}); it renders the effects. "
+                         "Install it: pip install pedalboard") from err
+    return str(pedalboard.__version__)
+
+
+def soundfont_pool(soundfont: Path | None, soundfonts: Sequence[Path] | None) -> list[Path]:
+    """The pool stems draw from: ``soundfont`` alone if given, else ``soundfonts``, else
+    the default font; every file checked (exists, loads, has the presets the music uses).
+
+    Raises:
+        SynthError: a missing or unusable font (named), an empty pool, or two fonts with one
+            file name (metadata records names only).
+    """
+    if soundfont is not None:
+        paths = [Path(soundfont)]
+    elif soundfonts is None:
+        paths = [DEFAULT_SOUNDFONT]
+    else:
+        paths = [Path(p) for p in soundfonts]
+    if not paths:
+        raise SynthError("the soundfont pool is empty")
+    names = [p.name for p in paths]
+    if len(set(names)) != len(names):
+        raise SynthError(f"soundfont pool has two files of one name: {names}")
+    pool = [check_soundfont(p) for p in paths]
+    for path in pool:
+        check_presets(path)
+    return pool
+
+
 def synth_slakh(out: Path, tracks: int, seconds: float, seed: int,
                 soundfont: Path | None = None, workers: int = 1,
-                progress: bool = True) -> list[Path]:
-    """Render a Slakh2100-layout demo corpus (see the module docstring); return track folders.
+                progress: bool = True, soundfonts: Sequence[Path] | None = None,
+                effects: bool = False) -> list[Path]:
+    """Render a Slakh2100-layout corpus (see the module docstring); return track folders.
 
     Complete tracks already in ``out`` are kept (a rerun resumes an interrupted one).
 
@@ -448,24 +665,32 @@ def synth_slakh(out: Path, tracks: int, seconds: float, seed: int,
         tracks: number of tracks (ids chosen by :func:`choose_track_numbers`).
         seconds: length of every track in seconds.
         seed: seeds the music of every track.
-        soundfont: SF2 file; default ``/usr/share/sounds/sf2/FluidR3_GM.sf2``.
+        soundfont: one SF2/SF3 file for every stem; overrides ``soundfonts``.
         workers: parallel processes (joblib), one track per task.
         progress: show a tqdm progress bar.
+        soundfonts: the pool each stem draws its font from; default
+            ``/usr/share/sounds/sf2/FluidR3_GM.sf2`` alone.
+        effects: run every stem through a drawn effects chain (:mod:`prep.effects`).
 
     Raises:
-        SynthError: missing soundfont, bad arguments, or ``out`` rendered with other settings.
+        SynthError: missing or unusable soundfont, bad arguments, or ``out`` rendered with
+            other settings.
     """
     if not 0.5 <= seconds <= 3600:
         raise SynthError(f"--seconds must be 0.5-3600, got {seconds}")
     if workers < 1:
         raise SynthError(f"--workers must be >= 1, got {workers}")
-    font = check_soundfont(soundfont)
+    pool = soundfont_pool(soundfont, soundfonts)
     numbers = choose_track_numbers(tracks)
     out = Path(out)
-    _check_config(out, {"tracks": tracks, "seconds": float(seconds), "seed": seed,
-                        "soundfont": font.name, "fluidsynth": fluidsynth_version(),
-                        "sample_rate": SAMPLE_RATE})
-    jobs = [delayed(render_track)(out, n, k, float(seconds), seed, font)
+    config: dict[str, Any] = {
+        "tracks": tracks, "seconds": float(seconds), "seed": seed,
+        "soundfonts": [p.name for p in pool], "effects": effects_settings() if effects else None,
+        "loudness": LOUDNESS, "fluidsynth": fluidsynth_version(), "sample_rate": SAMPLE_RATE}
+    if effects:
+        config["pedalboard"] = pedalboard_version()
+    _check_config(out, config)
+    jobs = [delayed(render_track)(out, n, k, float(seconds), seed, tuple(pool), effects)
             for k, n in enumerate(numbers)]
     done: list[Path] = []
     with tqdm(total=len(jobs), desc="synth-slakh", unit="track", disable=not progress) as bar:
@@ -476,7 +701,8 @@ def synth_slakh(out: Path, tracks: int, seconds: float, seed: int,
 
 
 def preset_settings(name: str) -> dict[str, Any]:
-    """A preset as keyword arguments for :func:`synth_slakh` (``tracks``, ``seconds``, ``seed``)."""
+    """A preset as keyword arguments for :func:`synth_slakh` (``tracks``, ``seconds``,
+    ``seed``, ``soundfonts``, ``effects``)."""
     if name not in SYNTH_PRESETS:
         raise SynthError(f"unknown preset {name!r}; choose from {', '.join(SYNTH_PRESETS)}")
     return asdict(SYNTH_PRESETS[name])
