@@ -3,17 +3,21 @@
 A data card is a Markdown file in the style of Hugging Face dataset cards (a YAML header, then
 sections) that says what a shard set *is*: where its audio and scores come from and under which
 licence, its schema, splits, hours, per-instrument activity rates next to the paper's, bytes on
-disk, skipped tracks, the exact build command and parameters, intended uses and known
-limitations.
+disk, skipped tracks, music statistics next to Slakh's, the exact build command and
+parameters, intended uses and known limitations.
 
 Everything comes from the manifest (:func:`prep.shards.read_manifest`) and the HDF5 *attributes*
 and dataset headers of the shards (dtypes, shapes, chunking, track attrs such as
 ``source_stems``); no audio or feature array is read. The schema rows are tied to the format's
 constants in :mod:`prep.shards` and :mod:`prep.features` and checked against the shard on disk,
 so a card cannot silently describe another format. The output is a deterministic function of the
-manifest, the shard headers and the corpus's ``synth_slakh.json`` (no clock, no host name);
-absolute machine paths are rendered relative to the working directory or as given in the build
-command.
+manifest, the shard headers, the corpus's ``synth_slakh.json`` and, for the "Music statistics"
+section, the ``metadata.yaml`` and MIDI files of the corpus's tracks that the shards hold
+(:func:`prep.music_stats.measure_corpus`, no audio decoded; when the corpus folder is gone the
+section says so). The Slakh column of that section comes from the packaged
+``prep/data/slakh_track00001_music_stats.json`` (Slakh2100, CC BY 4.0), never from the test
+fixtures. No clock, no host name; absolute machine paths are rendered relative to the working
+directory or as given in the build command.
 """
 
 from __future__ import annotations
@@ -48,6 +52,12 @@ from prep.features import (
     TUNING_HZ,
     class_weights,
 )
+from prep.music_stats import (
+    MusicStats,
+    MusicStatsError,
+    load_reference,
+    measure_corpus,
+)
 from prep.shards import (
     DEFAULT_LAYOUT,
     FORMAT_VERSION,
@@ -60,6 +70,7 @@ from prep.shards import (
     read_attrs,
     read_manifest,
 )
+from prep.slakh import SlakhError, parse_instrument_map
 
 CARD_NAME = "DATA_CARD.md"
 SPLIT_ORDER = ("train", "validation", "test")
@@ -97,6 +108,7 @@ SLAKH_BIBTEX = """@inproceedings{manilow2019cutting,
                (WASPAA)},
   year      = {2019}
 }"""
+SLAKH_FACTS = "Slakh2100: 2100 tracks, 145 hours of mixtures, 187 patches in 34 classes"
 PAPER_CITATION = (
     'Y.-N. Hung, G. Wichern, J. Le Roux, "Transcription Is All You Need: Learning to Separate '
     'Musical Mixtures with Score as Supervision", IEEE ICASSP 2021.'
@@ -114,7 +126,8 @@ FIELD_DOCS: dict[str, str] = {
     "spec": "X = |STFT(x)|, linear magnitude, sqrt-Hann window of 2048, hop 500, frame t "
     "centred on sample 500 t",
     "roll": f"Y, piano roll per instrument; column k = MIDI {MIDI_MIN} + k; note active at "
-    "frame t iff onset <= t*500/16000 < offset (pretty_midi note times)",
+    "frame t iff onset <= t*500/16000 < offset (pretty_midi note times; offset extended by "
+    "the sustain pedal when the root attr `sustain_pedal` is true)",
     "harmonic_mask": "A, instrument i expected at bin f, frame t: f is within "
     "`harmonic_tolerance_bins` of one of the first `n_harmonics` harmonics of an active note "
     "(root attrs)",
@@ -474,6 +487,49 @@ def _split_hours(manifest: Mapping[str, Any], split: str, stats: Mapping[str, An
 # --------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class CorpusMusic:
+    """The music statistics of the tracks a shard set holds, or why there are none.
+
+    Attributes:
+        stats: measured by :func:`prep.music_stats.measure_corpus`, or None.
+        note: why ``stats`` is None (corpus folder gone, unreadable, ...); empty otherwise.
+    """
+
+    stats: MusicStats | None
+    note: str = ""
+
+
+def sustain_applied(manifest: Mapping[str, Any]) -> bool:
+    """Whether the build extended notes by the sustain pedal (``source.sustain_pedal``).
+
+    Builds made before the setting existed did not apply the pedal, so a missing entry is
+    False.
+    """
+    return bool((manifest.get("source") or {}).get("sustain_pedal", False))
+
+
+def measure_corpus_music(manifest: Mapping[str, Any]) -> CorpusMusic:
+    """Music statistics of the shards' tracks, read from the corpus named in the manifest.
+
+    The tracks, the instrument map and the sustain setting are the build's (manifest); only
+    ``metadata.yaml`` and the selected stems' MIDI files are read.
+    """
+    source = manifest.get("source") or {}
+    corpus = Path(str(source.get("source_corpus", "")))
+    if not source.get("source_corpus") or not corpus.is_dir():
+        return CorpusMusic(None, "the corpus folder was not found when this card was written")
+    track_ids = {str(t["track_id"]) for s in manifest["shards"] for t in s["tracks"]}
+    try:
+        raw_map = manifest.get("instrument_map") or {}
+        imap = parse_instrument_map(raw_map, str(raw_map.get("source", "manifest")))
+        stats = measure_corpus(corpus, imap, [str(n) for n in manifest["instruments"]],
+                               sustain_applied(manifest), track_ids)
+    except (MusicStatsError, SlakhError) as error:
+        return CorpusMusic(None, f"the corpus could not be measured ({error})")
+    return CorpusMusic(stats)
+
+
 @dataclass
 class _Context:
     manifest: Mapping[str, Any]
@@ -485,6 +541,7 @@ class _Context:
     shards_shown: str
     instruments: list[str]
     stats: dict[str, dict[str, Any]]
+    music: CorpusMusic | None = None
 
     @property
     def source(self) -> Mapping[str, Any]:
@@ -637,7 +694,10 @@ def _source_section(ctx: _Context) -> list[str]:
         "mixture as the sum of those sources only (Slakh's `mix.flac`, which holds every "
         "instrument, is not used);",
         "- computed features: magnitude STFT X, piano rolls Y from the stems' MIDI files "
-        "(pretty_midi), harmonic masks A and frame activity, and the training-set activity "
+        "(pretty_midi; "
+        + ("note ends extended by the sustain pedal, MIDI CC 64" if sustain_applied(ctx.manifest)
+           else "note-off times, sustain pedal not applied")
+        + "), harmonic masks A and frame activity, and the training-set activity "
         "rates and class weights;",
         "- assigned splits by track id "
         f"({ctx.source.get('split_scheme', 'split2')}, see Provenance).",
@@ -921,6 +981,7 @@ def reconstruct_command(manifest: Mapping[str, Any], display: PathDisplay,
     words += ["--stems", str(source.get("stems_mode", "eval"))]
     words += ["--n-harmonics", str(params.get("n_harmonics", DEFAULT_N_HARMONICS))]
     words += ["--resample-filter", str(source.get("resample_filter", "soxr_hq")).split()[-1]]
+    words += ["--sustain" if sustain_applied(manifest) else "--no-sustain"]
     return shlex.join(words)
 
 
@@ -1062,11 +1123,7 @@ def _limitations(ctx: _Context) -> list[str]:
         f"- **Only {len(ctx.instruments)} instrument classes** "
         f"({', '.join(ctx.instruments)}), chosen by the instrument map. Tracks without any of "
         "them are skipped; classes absent from a track are silent in its mixture.",
-        "- **Sustain pedal not applied**: rolls use each note's MIDI note-on/note-off times "
-        "(pretty_midi `Note.start`/`end`, `prep.build.load_stem_notes`); sustain-pedal "
-        "(CC 64) events are ignored, so a pedalled note is marked inactive while it still "
-        "sounds in the audio. Pitch bends are ignored as well (a bent note keeps its pitch), "
-        "and release tails after note-off are unlabelled.",
+        _sustain_limitation(ctx),
         f"- **Range**: notes outside MIDI {MIDI_MIN}–{MIDI_MAX} are dropped from the rolls "
         "(counted above); drum stems never contribute to any roll.",
         "- **Harmonic mask**: equal-tempered harmonics f0·(l+1), l < "
@@ -1092,6 +1149,127 @@ def _limitations(ctx: _Context) -> list[str]:
             "it is assumed to be Slakh2100."
         )
     return [*lines, ""]
+
+
+def _sustain_limitation(ctx: _Context) -> str:
+    """The known-limitations bullet on note ends: sustain pedal, pitch bends, releases."""
+    bends = ("Pitch bends are ignored: a bent note keeps its nominal MIDI pitch in Y and A "
+             "(`prep.build.read_stem_notes` reads note numbers only).")
+    if sustain_applied(ctx.manifest):
+        return ("- **Note ends**: a note sounds from note-on to note-off, extended by its "
+                "stem's sustain pedal (MIDI CC 64, value >= 64 = down) until the pedal is "
+                "lifted or the key is struck again (`prep.features.apply_sustain`, the rule of "
+                "Magenta's note_seq; build option `--sustain`, root attr `sustain_pedal`; "
+                "track attr `sustained_notes` counts the extended notes). " + bends + " The "
+                "release tail after a note ends (the sound decaying) is unlabelled.")
+    return ("- **Sustain pedal not applied** (built with `--no-sustain`, or before the option "
+            "existed): rolls use each note's MIDI note-on/note-off times (pretty_midi "
+            "`Note.start`/`end`, `prep.build.read_stem_notes`); sustain-pedal (CC 64) events "
+            "are ignored, so a pedalled note is marked inactive while it still sounds in the "
+            "audio. " + bends + " Release tails after note-off are unlabelled.")
+
+
+def _fmt_stat(value: float | None, digits: int = 3) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def independent_together(rates: Sequence[float]) -> list[float]:
+    """P(exactly k of the classes sound) if each sounds independently with its rate.
+
+    An orientation for the "classes sounding together" rows where Slakh publishes no
+    figure: the paper's rates combined as if the instruments ignored each other.
+    """
+    dist = [1.0]
+    for rate in rates:
+        nxt = [0.0] * (len(dist) + 1)
+        for k, p in enumerate(dist):
+            nxt[k] += p * (1 - rate)
+            nxt[k + 1] += p * rate
+        dist = nxt
+    return dist
+
+
+def _music_section(ctx: _Context) -> list[str]:
+    """Music statistics of this corpus beside Slakh's (prep/music_stats.py)."""
+    music = ctx.music or CorpusMusic(None, "not measured (`prep.card.render_card` was given "
+                                           "no corpus statistics)")
+    ours = music.stats
+    sustain = sustain_applied(ctx.manifest)
+    try:
+        slakh, slakh_info = load_reference(sustain)
+    except MusicStatsError as error:
+        raise CardError(str(error)) from error
+    paper_known = all(n in PAPER_ACTIVITY_RATE for n in ctx.instruments)
+
+    def value(stats: MusicStats | None, name: str, key: str, digits: int = 3) -> str:
+        if stats is None or name not in stats.classes:
+            return "—"
+        return _fmt_stat(getattr(stats.classes[name], key), digits)
+
+    rows: list[list[str]] = []
+    labels = (("active_fraction", "active-frame fraction", 3),
+              ("mean_polyphony", "mean polyphony while active (pitches)", 2),
+              ("notes_per_second", "notes per second of track", 2),
+              ("notes_per_active_second", "notes per second while active", 2))
+    for name in ctx.instruments:
+        for key, label, digits in labels:
+            published = (f"{PAPER_ACTIVITY_RATE[name]:.2f} ¹" if key == "active_fraction"
+                         and name in PAPER_ACTIVITY_RATE else "—")
+            rows.append([f"`{name}` {label}", value(ours, name, key, digits),
+                         value(slakh, name, key, digits), published])
+    n_classes = len(ctx.instruments)
+    estimate = (independent_together([PAPER_ACTIVITY_RATE[n] for n in ctx.instruments])
+                if paper_known else None)
+    for k in range(n_classes + 1):
+        ours_k = _fmt_stat(ours.together[k]) if ours is not None else "—"
+        slakh_k = (_fmt_stat(slakh.together[k]) if len(slakh.together) == n_classes + 1
+                   and list(slakh.classes) == ctx.instruments else "—")
+        rows.append([f"frames with {k} of the {n_classes} classes sounding", ours_k, slakh_k,
+                     "—" if estimate is None else f"({estimate[k]:.2f}) ²"])
+    rows.append(["tracks / hours measured",
+                 "—" if ours is None else f"{ours.tracks} / {ours.seconds / 3600:.3f}",
+                 f"{slakh.tracks} / {slakh.seconds / 3600:.3f}", "2100 / 145 ³"])
+    rows.append(["notes extended by the sustain pedal",
+                 "—" if ours is None else str(ours.counts.sustained_notes),
+                 str(slakh.counts.sustained_notes), "—"])
+    stems = slakh_info.get("stems", {})
+    stems_text = ", ".join(f"{n} {'+'.join(k)}" for n, k in stems.items() if k)
+    lines = [
+        "## Music statistics",
+        "",
+        "How often, how densely and how much together the target instruments play, measured "
+        "from the scores the rolls are built from (`prep/music_stats.py`: the tracks in these "
+        "shards, their `metadata.yaml` and selected stems' MIDI files, the build's instrument "
+        f"map, sustain pedal {'applied' if sustain else 'not applied'} as in this build; 32 "
+        "frames/s as in the shards; over all frames of all tracks, so a track without a class "
+        "counts as silence for it; duration-weighted).",
+        "",
+    ]
+    if ours is None:
+        lines += [f"This corpus: {music.note}.", ""]
+    lines += [
+        *_table(["statistic", "this corpus", "Slakh2100 Track00001", "Slakh2100 published"],
+                rows),
+        "",
+        "- **This corpus**: the tracks of this shard set"
+        + (f"; {len(ours.skipped)} could not be measured" if ours and ours.skipped else "")
+        + ".",
+        "- **Slakh2100 Track00001**: one real Slakh track (metadata and MIDI; stems "
+        f"{stems_text or '—'}), measured the same way and stored in "
+        "`prep/data/slakh_track00001_music_stats.json` (regenerate with `python -m "
+        "prep.music_stats --reference tests/fixtures/Track00001`). Source: "
+        f"{SLAKH_CITATION} CC BY 4.0. One track is an example, not an average. It has no "
+        "sustain-pedal events.",
+        "- ¹ The paper's training-set frame activity rates on Slakh2100-split2 "
+        f"({PAPER_CITATION}), with its own, unpublished grouping of Slakh patches into the "
+        "three classes; the same figures as in the activity table above.",
+        "- ² Not published: what the paper's rates would give if the three instruments "
+        "sounded independently of each other, for orientation only.",
+        f"- ³ {SLAKH_FACTS} (Manilow et al. 2019, <http://www.slakh.com>). Slakh publishes no "
+        "polyphony or note-rate figures.",
+        "",
+    ]
+    return lines
 
 
 def _maintenance(ctx: _Context) -> list[str]:
@@ -1137,6 +1315,7 @@ def render_card(
     corpus: CorpusInfo | None = None,
     display: PathDisplay | None = None,
     shards_shown: str = "OUT",
+    music: CorpusMusic | None = None,
 ) -> str:
     """The data card (Markdown) of a shard set.
 
@@ -1148,6 +1327,8 @@ def render_card(
         corpus: the source corpus (:func:`detect_corpus` by default).
         display: how absolute paths are shown (:func:`make_path_display` by default).
         shards_shown: how the shard folder is named in the card.
+        music: the corpus's music statistics (:func:`measure_corpus_music`); without them
+            the "Music statistics" section shows only Slakh's column.
 
     Returns:
         The card text, a deterministic function of the inputs.
@@ -1160,6 +1341,7 @@ def render_card(
                                                                     shards_shown),
         command_given=bool(command), shards_shown=shards_shown,
         instruments=[str(n) for n in manifest["instruments"]], stats=_split_stats(manifest),
+        music=music,
     )
     title = "the synthetic demo corpus" if corpus.synthetic else "Slakh2100"
     lines = [
@@ -1169,6 +1351,7 @@ def render_card(
         *_summary(ctx),
         *_source_section(ctx),
         *_composition(ctx),
+        *_music_section(ctx),
         *_provenance(ctx),
         *_uses(ctx),
         *_limitations(ctx),
@@ -1198,7 +1381,7 @@ def write_card(shards_root: Path, out: Path | None = None, command: str | None =
     display = make_path_display(shards_root, manifest, command)
     shown = display.show(str(shards_root.resolve()))
     text = render_card(manifest, facts=facts, command=command, display=display,
-                       shards_shown=shown)
+                       shards_shown=shown, music=measure_corpus_music(manifest))
     target = Path(out) if out is not None else shards_root / CARD_NAME
     return atomic_write_text(target, text, action="cannot write data card")
 
@@ -1218,6 +1401,7 @@ __all__ = [
     "CARD_NAME",
     "CardError",
     "CorpusInfo",
+    "CorpusMusic",
     "PAPER_ACTIVITY_RATE",
     "PathDisplay",
     "ShardFacts",
@@ -1225,10 +1409,13 @@ __all__ = [
     "class_weight_formula",
     "collect_shard_facts",
     "detect_corpus",
+    "independent_together",
+    "measure_corpus_music",
     "make_path_display",
     "reconstruct_command",
     "render_card",
     "size_category",
+    "sustain_applied",
     "synth_command",
     "write_card",
 ]

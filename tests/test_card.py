@@ -263,3 +263,60 @@ def test_hand_written_slakh_card_schema_matches_the_format(built: tuple[Path, Pa
         return [(r[0], r[1], r[2]) for r in _table_after(text, "### Schema")]
 
     assert schema(hand) == schema(generated)
+
+
+def test_music_statistics_beside_slakh(built: tuple[Path, Path, str]) -> None:
+    """The section's columns: this corpus measured now (the shards' tracks only), the
+    packaged Slakh Track00001 figures, the paper's rates; the build's sustain setting."""
+    from prep.music_stats import load_reference, measure_corpus
+
+    base, shards, broken = built
+    manifest = _manifest_json(shards)
+    assert manifest["source"]["sustain_pedal"] is True  # the build's default
+    text = write_card(shards).read_text()
+    assert "\n## Music statistics\n" in text
+    rows = {r[0]: r[1:] for r in _table_after(text, "## Music statistics")}
+    in_shards = {t["track_id"] for s in manifest["shards"] for t in s["tracks"]}
+    assert broken not in in_shards
+    ours = measure_corpus(base / "corpus", track_ids=in_shards, sustain=True)
+    slakh, _ = load_reference(sustain=True)
+    paper = {"piano": "0.41 ¹", "guitar": "0.14 ¹", "bass": "0.67 ¹"}
+    for name in INSTRUMENTS:
+        row = rows[f"`{name}` active-frame fraction"]
+        assert row[0] == f"{ours.classes[name].active_fraction:.3f}"
+        assert row[1] == f"{slakh.classes[name].active_fraction:.3f}"
+        assert row[2] == paper[name]
+        row = rows[f"`{name}` mean polyphony while active (pitches)"]
+        assert row[0] == f"{ours.classes[name].mean_polyphony:.2f}"
+    for k in range(4):
+        row = rows[f"frames with {k} of the 3 classes sounding"]
+        assert row[0] == f"{ours.together[k]:.3f}" and row[1] == f"{slakh.together[k]:.3f}"
+    assert rows["tracks / hours measured"][0].startswith(f"{len(in_shards)} / ")
+    assert "CC BY 4.0" in text and "slakh_track00001_music_stats.json" in text
+    assert "tests/fixtures" not in text.split("## Music statistics")[1].split("regenerate")[0]
+    assert "`--sustain`" in text and "Pitch bends are ignored" in text
+
+
+def test_music_statistics_without_the_corpus(built: tuple[Path, Path, str],
+                                             tmp_path: Path) -> None:
+    _, shards, _ = built
+    manifest = read_manifest(shards)
+    moved = {**manifest, "source": {**manifest["source"], "source_corpus": str(tmp_path / "x")}}
+    text = render_card(moved, music=card_module.measure_corpus_music(moved))
+    assert "This corpus: the corpus folder was not found" in text
+    rows = {r[0]: r[1:] for r in _table_after(text, "## Music statistics")}
+    assert rows["`piano` active-frame fraction"][0] == "—"
+    assert rows["`piano` active-frame fraction"][1] != "—"  # Slakh's column needs no corpus
+
+
+def test_sustain_setting_in_command_and_limitations(built: tuple[Path, Path, str]) -> None:
+    _, shards, _ = built
+    manifest = read_manifest(shards)
+    command = card_module.reconstruct_command(manifest, card_module.make_path_display(
+        shards, manifest, None), "shards")
+    assert shlex.split(command)[-1] == "--sustain"
+    old = {**manifest, "source": {k: v for k, v in manifest["source"].items()
+                                  if k != "sustain_pedal"}}  # a build before the option
+    text = render_card(old)
+    assert "--no-sustain" in text and "**Sustain pedal not applied**" in text
+    assert "note-off times, sustain pedal not applied" in text
