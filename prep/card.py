@@ -1233,7 +1233,9 @@ def _music_section(ctx: _Context) -> list[str]:
                  "—" if ours is None else str(ours.counts.sustained_notes),
                  str(slakh.counts.sustained_notes), "—"])
     stems = slakh_info.get("stems", {})
-    stems_text = ", ".join(f"{n} {'+'.join(k)}" for n, k in stems.items() if k)
+    stems_text = ", ".join(f"{n} {'+'.join(stems[n])}" for n in ctx.instruments if stems.get(n))
+    pedal_text = ("It has no sustain-pedal events." if slakh.counts.pedal_events == 0 else
+                  f"Its selected stems have {slakh.counts.pedal_events} sustain-pedal events.")
     lines = [
         "## Music statistics",
         "",
@@ -1258,10 +1260,9 @@ def _music_section(ctx: _Context) -> list[str]:
         f"{stems_text or '—'}), measured the same way and stored in "
         "`prep/data/slakh_track00001_music_stats.json` (regenerate with `python -m "
         "prep.music_stats --reference tests/fixtures/Track00001`). Source: "
-        f"{SLAKH_CITATION} CC BY 4.0. One track is an example, not an average. It has no "
-        "sustain-pedal events.",
+        f"{SLAKH_CITATION} CC BY 4.0. One track is an example, not an average. {pedal_text}",
         "- ¹ The paper's training-set frame activity rates on Slakh2100-split2 "
-        f"({PAPER_CITATION}), with its own, unpublished grouping of Slakh patches into the "
+        f"({PAPER_CITATION.rstrip('.')}), with its own, unpublished grouping of Slakh patches into the "
         "three classes; the same figures as in the activity table above.",
         "- ² Not published: what the paper's rates would give if the three instruments "
         "sounded independently of each other, for orientation only.",
