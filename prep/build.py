@@ -526,16 +526,6 @@ def read_stem_notes(path: Path, sustain: bool = True, end_s: float | None = None
     return StemNotes(notes, sustained, pedal_events, file_end)
 
 
-def load_stem_notes(path: Path, sustain: bool = False,
-                    end_s: float | None = None) -> list[tuple[int, float, float]]:
-    """(pitch, start_s, end_s) of every non-drum note of a MIDI file; TrackSkip naming it.
-
-    With ``sustain`` the note ends are extended by the file's sustain pedal
-    (:func:`read_stem_notes`); without it they are the note-off times.
-    """
-    return read_stem_notes(path, sustain, end_s).notes
-
-
 @dataclass
 class TrackResult:
     """A processed track plus what the build record keeps about it."""
