@@ -320,3 +320,27 @@ def test_sustain_setting_in_command_and_limitations(built: tuple[Path, Path, str
     text = render_card(old)
     assert "--no-sustain" in text and "**Sustain pedal not applied**" in text
     assert "note-off times, sustain pedal not applied" in text
+
+
+def test_corpus_command_names_a_non_default_rendering_preset() -> None:
+    """synth_slakh.json records fonts and effects, not the preset: the card's corpus command
+    names the preset whose rendering they are, unless it is the default one."""
+    from prep.synth import SYNTH_PRESETS
+
+    def rendering(preset: object) -> tuple[list[str], bool]:
+        fonts = getattr(preset, "soundfonts", ("FluidR3_GM.sf2",))
+        return [Path(f).name for f in fonts], bool(getattr(preset, "effects", False))
+
+    default = rendering(next(iter(SYNTH_PRESETS.values())))
+    for name, preset in SYNTH_PRESETS.items():
+        fonts, effects = rendering(preset)
+        config = {"tracks": preset.tracks, "seconds": preset.seconds, "seed": preset.seed,
+                  "soundfonts": fonts, "effects": {"order": ["eq"]} if effects else None}
+        words = shlex.split(card_module.synth_command(
+            card_module.CorpusInfo("synthetic-demo", "x", "corpus/x", config)))
+        same_rendering = (fonts, effects) == default
+        if same_rendering:
+            assert "--preset" not in words, name
+        else:
+            assert words[words.index("--preset") + 1] == name
+        assert words[words.index("--tracks") + 1] == str(preset.tracks)
