@@ -269,7 +269,7 @@ def _split_corpus(root: Path, seconds: float) -> None:
     # Folders disagree with split2 on purpose: the id decides.
     for folder, track_id in [("train", "Track00001"), ("train", "Track00003"),
                              ("train", "Track00026"), ("test", "Track02100"),
-                             ("train", "Track00002"), ("validation", "Track01501"),
+                             ("train", "Track00002"), ("validation", "Track01600"),
                              ("test", "Track01900"), ("train", "Track00004")]:
         make_track(root / folder / track_id, seed=int(track_id[5:]), seconds=seconds)
 
@@ -285,7 +285,7 @@ def test_splits_by_id_and_parts_plus_index_equal_full_build(tmp_path: Path) -> N
     by_split = {s["split"]: [] for s in full["shards"]}
     for shard in full["shards"]:
         by_split[shard["split"]].extend(t["track_id"] for t in shard["tracks"])
-    assert by_split == {"train": ["Track00001", "Track00002", "Track00004", "Track01501",
+    assert by_split == {"train": ["Track00001", "Track00002", "Track00004", "Track01600",
                                   "Track02100"],
                         "validation": ["Track00026"], "test": ["Track00003", "Track01900"]}
     assert len(full["shards"]) >= 4

@@ -79,12 +79,15 @@ def write_synthetic_shards(
     n_val: int = 2,
     seconds: float = 10.0,
     seed: int = 0,
-    stems: bool = True,
+    stems: bool = False,
 ) -> Path:
-    """A shard folder with ``train`` and ``validation`` splits of synthetic tracks."""
+    """A shard folder with ``train`` and ``validation`` splits of synthetic tracks; with
+    ``stems`` every track stores its stems (the supervised reference's shards), else none (what
+    the weakly supervised steps accept)."""
     rng = np.random.default_rng(seed)
     params = FeatureParams()
-    source = {"source_corpus": "synthetic-test", "split_scheme": "test"}
+    source = {"source_corpus": "synthetic-test", "split_scheme": "test",
+              "stems_mode": "all" if stems else "none"}
     for split, count in (("train", n_train), ("validation", n_val)):
         with ShardWriter(
             root / split / f"{split}-00000.h5",
@@ -123,7 +126,7 @@ def synthetic_track_arrays(
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory) -> Path:
     return write_synthetic_shards(
-        tmp_path_factory.mktemp("shards"), n_train=3, n_val=2, seconds=6.0
+        tmp_path_factory.mktemp("shards"), n_train=3, n_val=2, seconds=6.0, stems=True
     )
 
 
@@ -180,7 +183,7 @@ def test_window_batch_matches_shard_arrays_transposed(shards):
 
 
 def test_supervised_without_stems_is_a_clear_error(tmp_path):
-    root = write_synthetic_shards(tmp_path / "s", n_train=1, n_val=1, seconds=3.0, stems=False)
+    root = write_synthetic_shards(tmp_path / "s", n_train=1, n_val=1, seconds=3.0)
     with pytest.raises(ValueError, match="--stems all"):
         WindowDataset(ShardSet(root, "train"), ("spec", "stems"))
 

@@ -65,6 +65,13 @@ def shards(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def stem_shards(tmp_path_factory) -> Path:
+    """The same kind of tracks with stems in every split: the supervised reference's shards."""
+    return write_synthetic_shards(tmp_path_factory.mktemp("stem-shards"), n_train=3, n_val=2,
+                                  seconds=8.0, stems=True)
+
+
+@pytest.fixture(scope="module")
 def runs(shards, tmp_path_factory) -> Path:
     """runs/step1, runs/step2 and runs/scorecritic-step2 trained briefly, as later steps
     expect them."""
@@ -85,8 +92,10 @@ def _first_last(metrics: dict, key: str) -> tuple[float, float]:
     [("step1", None), ("step2", "step2"), ("step3", "step3-aml"), ("step3", None),
      ("baseline", None), ("supervised", None)],
 )
-def test_each_command_trains_and_lowers_its_loss(step, recipe, shards, runs, tmp_path):
+def test_each_command_trains_and_lowers_its_loss(step, recipe, shards, stem_shards, runs,
+                                                 tmp_path):
     name = recipe or {"step3": "scorecritic"}.get(step, step)
+    shards = stem_shards if step == "supervised" else shards
     out = runs.parent / f"cli-{step}-{tmp_path.name}" / name
     for needed in ("step1", "step2", "scorecritic-step2"):  # earlier checkpoints beside --out
         if needed != name:  # --out itself starts empty: a fresh run refuses a training state
@@ -125,6 +134,29 @@ def test_each_command_trains_and_lowers_its_loss(step, recipe, shards, runs, tmp
             "separator"]
     if step == "baseline":
         assert load_model(out / "classifier" / "best.pt").kind == "classifier"
+
+
+@pytest.mark.parametrize("step", ["step1", "step2", "step3", "baseline", "supervised"])
+def test_weak_steps_refuse_stems_and_supervised_needs_them(step, shards, stem_shards, runs,
+                                                           tmp_path):
+    """No stem can reach a weakly supervised step: shards holding train or validation stems are
+    refused before anything is trained or written, naming the folder, a track and the fix;
+    the supervised reference refuses stemless shards the same way."""
+    wrong = shards if step == "supervised" else stem_shards
+    out = tmp_path / "runs" / step
+    for needed in ("step1", "scorecritic-step2"):
+        if needed != step:
+            shutil.copytree(runs / needed, out.parent / needed)
+    result = CliRunner().invoke(cli, [
+        step, "--shards", str(wrong), "--out", str(out), "--set", "train.max_epochs=1",
+        "--set", "train.steps_per_epoch=1", "--no-progress"])
+    assert result.exit_code != 0
+    assert str(wrong) in result.output and "Track" in result.output
+    if step == "supervised":
+        assert "holds no stems" in result.output and "--stems all" in result.output
+    else:
+        assert "weakly supervised" in result.output and "--stems test" in result.output
+    assert not out.exists()
 
 
 def test_default_step3_is_the_project_recipe_and_paper_step3_is_plain(shards, runs, tmp_path):

@@ -48,6 +48,7 @@ __all__ = [
     "build_optimizer",
     "Loaders",
     "build_loaders",
+    "check_stem_access",
 ]
 
 
@@ -281,6 +282,43 @@ def build_optimizer(
 
 
 # --- data -------------------------------------------------------------------------------------
+
+
+def check_stem_access(spec: StepSpec, *shard_sets: ShardSet) -> None:
+    """Weakly supervised steps never see a stem; the supervised reference needs every one.
+
+    A step reads stems only when its :attr:`StepSpec.fields` name them (``supervised``). Every
+    other step learns from mixtures and scores alone, and picks its checkpoint on them too, so
+    its train and validation shards must hold no stem at all: then no code path, ours or a
+    user's extension, can let one leak into training or model selection. ``prep build-shards``
+    stores stems for the test split only by default (``--stems test``), which is what these
+    steps accept; ``--stems all`` builds the supervised reference's shards.
+
+    Raises:
+        TrainingError: naming the shard folder, the split, a track and the fix.
+    """
+    needs_stems = "stems" in spec.fields
+    for shards in shard_sets:
+        mode = shards.manifest.get("source", {}).get("stems_mode", "unknown")
+        with_stems = [t.track_id for t in shards.tracks if t.has_stems]
+        without = [t.track_id for t in shards.tracks if not t.has_stems]
+        if needs_stems and without:
+            raise TrainingError(
+                f"{shards.root}: the {shards.split} split holds no stems for {len(without)} of "
+                f"its {len(shards.tracks)} tracks (e.g. {without[0]}; built with --stems {mode}),"
+                f" and the {spec.name} system trains on them. Build its shards with stems for "
+                "every split: `prep build-shards --stems all --out data-stems/`, then "
+                "`train supervised --shards data-stems/`"
+            )
+        if not needs_stems and with_stems:
+            raise TrainingError(
+                f"{shards.root}: the {shards.split} split stores stems for {len(with_stems)} of "
+                f"its {len(shards.tracks)} tracks (e.g. {with_stems[0]}; built with --stems "
+                f"{mode}), and {spec.name} is weakly supervised: it must learn and choose its "
+                "checkpoints from mixtures and scores alone. Train it on shards without train "
+                "or validation stems: `prep build-shards --stems test` (the default) or "
+                "`--stems none`"
+            )
 
 
 @dataclass

@@ -41,6 +41,7 @@ from train.assemble import (
     build_loaders,
     build_networks,
     build_optimizer,
+    check_stem_access,
     configure_cpu_threads,
     rng_state,
     seed_everything,
@@ -163,6 +164,7 @@ class Trainer:
             self.val_set = ShardSet(shards_root, "validation")
         except Exception as err:
             raise TrainingError(f"cannot use the shards under {shards_root}: {err}") from err
+        check_stem_access(spec, self.train_set, self.val_set)
         self.instruments = list(self.train_set.instruments)
         self.config = replace(
             config, model=replace(config.model, n_instruments=len(self.instruments))
