@@ -227,6 +227,15 @@ def test_evaluate_end_to_end(tmp_path: Path, shard_root: Path) -> None:
         mixture_db = sep["systems"][MIXTURE_SYSTEM]["si_sdr_db"][name]
         assert mixture_db == pytest.approx(np.mean(values[name]), abs=1e-3)
         assert sep["systems"][ORACLE_SYSTEM]["si_sdr_db"][name] > mixture_db + 10.0
+    # Per-track means weighted by their scored segments pool back to every cell exactly, and
+    # the bootstrap's point estimate is that cell (train.intervals).
+    from train.intervals import TrackScores, bootstrap_table
+
+    rows = {system: [TrackScores.from_metrics(metrics, system)] for system in sep["systems"]}
+    table = bootstrap_table(rows, MIXTURE_SYSTEM, ORACLE_SYSTEM, n_resamples=50)
+    for system, entry in sep["systems"].items():
+        for name in INSTRUMENTS:
+            assert table.cells[system][name].point == pytest.approx(entry["si_sdr_db"][name])
 
     trans = metrics["transcription"]
     assert set(trans) == {"step1", "my-run/transcriptor"}

@@ -289,6 +289,7 @@ class SeparationTally:
     instruments: list[str]
     values: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     per_track: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    per_track_segments: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
     segments_total: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     segments_silent: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
@@ -296,11 +297,13 @@ class SeparationTally:
         """Record one track's ``[I, n_segments]`` scores (NaN = skipped) for ``system``."""
         by_instrument = self.values.setdefault(system, {name: [] for name in self.instruments})
         track_means = self.per_track.setdefault(system, {})
-        track_means[track_id] = {}
+        track_counts = self.per_track_segments.setdefault(system, {})
+        track_means[track_id], track_counts[track_id] = {}, {}
         for name, row in zip(self.instruments, scores, strict=True):
             kept = row[~np.isnan(row)]
             by_instrument[name].extend(float(v) for v in kept)
             track_means[track_id][name] = float(kept.mean()) if kept.size else float("nan")
+            track_counts[track_id][name] = int(kept.size)
 
     def count_segments(self, silent: np.ndarray) -> None:
         """Record which segments of one track are scored and which are skipped as silent."""
@@ -321,6 +324,9 @@ class SeparationTally:
                 "avg_db": _nanmean(means.values()),
                 "n_segments": {name: len(v) for name, v in by_instrument.items()},
                 "per_track_db": self.per_track.get(system, {}),
+                # scored segments per track: the weights that make per-track means pool back
+                # to the system's mean (train.intervals resamples tracks with them)
+                "per_track_segments": self.per_track_segments.get(system, {}),
             }
         return {
             "systems": systems,

@@ -1,0 +1,43 @@
+"""Table 1 with 95 % intervals: ``train evaluate`` results of several seeds, one file per seed,
+pooled by system name, with percentile-bootstrap intervals over test tracks for every cell and
+gain ratio (:mod:`train.intervals`).
+
+Usage::
+
+    python -m benchmarks.diagnostics.intervals --reference supervised \
+        seed0/metrics.json seed1/metrics.json seed2/metrics.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from benchmarks.common import description
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=description(__doc__))
+    parser.add_argument("metrics", nargs="+", type=Path, help="metrics.json, one per seed")
+    parser.add_argument("--reference", required=True, help="the supervised reference's system")
+    parser.add_argument("--mixture", default="input mixture", help="the gain's zero")
+    parser.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples")
+    parser.add_argument("--seed", type=int, default=0, help="the resampler's seed")
+    args = parser.parse_args()
+    from train.intervals import TrackScores, bootstrap_table, markdown
+
+    rows: dict[str, list[TrackScores]] = {}
+    for path in args.metrics:
+        metrics = json.loads(path.read_text())
+        for system in metrics["separation"]["systems"]:
+            scores = TrackScores.from_metrics(metrics, system)
+            deterministic = system in (args.mixture, "oracle IRM")
+            if not (deterministic and system in rows):
+                rows.setdefault(system, []).append(scores)
+    table = bootstrap_table(rows, args.mixture, args.reference, args.resamples, args.seed)
+    print(markdown(table), end="")
+
+
+if __name__ == "__main__":
+    main()
