@@ -38,7 +38,8 @@ CONTEXTS: dict[str, tuple[int, int] | None] = {
 
 
 def measure(shards: Path, split: str, checkpoints: dict[str, Path], limit: int | None,
-            segment_s: float = 4.0, silence_db: float = -60.0) -> dict:
+            segment_s: float = 4.0, silence_db: float = -60.0,
+            contexts: tuple[str, ...] = tuple(CONTEXTS)) -> dict:
     """``{system: {context: {"mean": {instrument|avg: dB}, "per_track": {track: avg dB}}}}``."""
     import numpy as np
     import torch
@@ -60,7 +61,7 @@ def measure(shards: Path, split: str, checkpoints: dict[str, Path], limit: int |
     models = {name: load_model(path, expected_kind="separator").eval()
               for name, path in checkpoints.items()}
     scores: dict[str, dict[str, list[np.ndarray]]] = {
-        name: {context: [] for context in CONTEXTS} for name in models}
+        name: {context: [] for context in contexts} for name in models}
     track_ids: list[str] = []
     for index, info in enumerate(shard_set.tracks[:limit]):
         track = shard_set.read_track(index, fields=("mix", "stems"))
@@ -72,7 +73,8 @@ def measure(shards: Path, split: str, checkpoints: dict[str, Path], limit: int |
         silent = silent_segments(stems, bounds, silence_db)
         track_ids.append(info.track_id)
         for name, model in models.items():
-            for context, chunking in CONTEXTS.items():
+            for context in contexts:
+                chunking = CONTEXTS[context]
                 if chunking is None:
                     masks = separation_masks(model, magnitude, chunk_frames=magnitude.shape[-1])
                 else:
@@ -80,7 +82,7 @@ def measure(shards: Path, split: str, checkpoints: dict[str, Path], limit: int |
                 estimate = masks_to_waveforms(masks, mix_spec, len(mix))
                 scores[name][context].append(segment_si_sdr(estimate, stems, bounds, silent))
     out: dict = {"split": split, "tracks": len(track_ids), "instruments": instruments,
-                 "contexts": {k: list(v) if v else "whole" for k, v in CONTEXTS.items()},
+                 "contexts": {k: list(CONTEXTS[k]) if CONTEXTS[k] else "whole" for k in contexts},
                  "systems": {}}
     for name, by_context in scores.items():
         out["systems"][name] = {}
