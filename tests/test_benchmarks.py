@@ -85,3 +85,18 @@ def test_no_benchmark_named_like_a_package():
     shadowing = [str(p.relative_to(ROOT)) for p in benchmark_files()
                  if p.suffix == ".py" and p.stem in packages]
     assert shadowing == []
+
+
+def test_preregistered_runner_lists_the_plan_and_refuses_to_score_early(tmp_path) -> None:
+    script = BENCHMARKS / "quality" / "preregistered.sh"
+    env = {"WORK": str(tmp_path / "work"), "PATH": "/usr/bin:/bin"}
+    usage = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env)
+    assert usage.returncode == 2 and "preregistered.sh score" in usage.stdout
+    status = subprocess.run(["bash", str(script), "status"], capture_output=True, text=True,
+                            env=env, check=True).stdout.splitlines()
+    assert len(status) == 3 * 6 + 5 + 2 * 5 and all(s.startswith("missing") for s in status)
+    assert "missing seed2 scorecritic" in status and "missing seed1 supervised" in status
+    score = subprocess.run(["bash", str(script), "score"], capture_output=True, text=True,
+                           env=env)
+    assert score.returncode == 1 and "refusing to score test" in score.stderr
+    assert not (tmp_path / "work" / "TEST_SCORED").exists()
