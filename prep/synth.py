@@ -35,9 +35,11 @@ with other music (seed 1000), to measure how models trained on bench carry to ti
 never heard. See ``SOUNDFONTS`` for what each font is.
 
 Deterministic: the same arguments and FluidSynth (and pedalboard) versions give
-byte-identical files. Each track's music generator is seeded from (seed, track number), its
-render choices (soundfont, effects) from a separate stream of the same seed, the UUID is an
-MD5 of the same, and nothing reads the clock.
+byte-identical files, whatever ``--workers``. Each track's music generator is seeded from
+(seed, track number), its render choices (soundfont, effects) from a separate stream of the
+same seed, the UUID is an MD5 of the same, and nothing reads the clock. libfluidsynth is built
+with OpenMP; with several threads its float sums (seen with the sf3 fonts of the ``bench``
+pool) differ by one 16-bit step, so rendering pins them to one (``_one_openmp_thread``).
 """
 
 from __future__ import annotations
@@ -268,7 +270,23 @@ def _import_fluidsynth() -> Any:
     except ImportError as err:  # pyfluidsynth raises this when libfluidsynth is missing
         raise SynthError(f"cannot load FluidSynth ({err}). Install the Debian package "
                          "fluidsynth (libfluidsynth3) and the Python package pyfluidsynth.") from err
+    _one_openmp_thread()
     return fluidsynth
+
+
+def _one_openmp_thread() -> None:
+    """Run libfluidsynth's OpenMP regions on one thread, from this thread on.
+
+    libfluidsynth is built with OpenMP, and with more than one thread its float sums (seen with
+    the sf3 fonts) come out in a different order, one 16-bit step apart. joblib's workers run
+    one thread each, a ``--workers 1`` render in-process as many as cores: the output would
+    depend on ``--workers``. ``omp_set_num_threads`` of the libgomp libfluidsynth links fixes
+    that whatever was loaded before (torch's own OpenMP included).
+    """
+    try:
+        ctypes.CDLL("libgomp.so.1").omp_set_num_threads(1)
+    except OSError:  # a FluidSynth built without OpenMP: nothing to pin
+        pass
 
 
 def fluidsynth_version() -> str:

@@ -142,6 +142,8 @@ def tree_hashes(root: Path) -> dict[str, str]:
 
 def test_effects_corpus_is_byte_identical_when_rendered_again(
         effected: tuple[Path, list[Path]], tmp_path: Path) -> None:
+    """In this process (torch loaded, OpenMP free to use every core) as in joblib's
+    one-thread workers of the fixture: the same bytes (prep/synth.py, "Deterministic")."""
     bench = SYNTH_PRESETS["bench"]
     again = tmp_path / "again"
     synth_slakh(again, TRACKS, SECONDS, bench.seed, workers=1, progress=False,
