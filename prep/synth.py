@@ -39,7 +39,9 @@ byte-identical files, whatever ``--workers``. Each track's music generator is se
 (seed, track number), its render choices (soundfont, effects) from a separate stream of the
 same seed, the UUID is an MD5 of the same, and nothing reads the clock. libfluidsynth is built
 with OpenMP; with several threads its float sums (seen with the sf3 fonts of the ``bench``
-pool) differ by one 16-bit step, so rendering pins them to one (``_one_openmp_thread``).
+pool) differ by one 16-bit step, so rendering pins them to one (``_one_openmp_thread``), and
+every track renders in a fresh worker process, also with ``--workers 1``, so that no state of
+the caller's process (threads, floating-point flags of other libraries) reaches a sample.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ import json
 import shutil
 import tempfile
 from collections.abc import Sequence
+from concurrent.futures import as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -58,7 +61,7 @@ import numpy as np
 import pretty_midi
 import soundfile as sf
 import yaml
-from joblib import Parallel, delayed
+from joblib.externals.loky import get_reusable_executor
 from tqdm import tqdm
 
 from prep.effects import EffectChain, EffectsError, apply_chain, draw_chain, effects_settings
@@ -710,12 +713,16 @@ def synth_slakh(out: Path, tracks: int, seconds: float, seed: int,
     if effects:
         config["pedalboard"] = pedalboard_version()
     _check_config(out, config)
-    jobs = [delayed(render_track)(out, n, k, float(seconds), seed, tuple(pool), effects)
-            for k, n in enumerate(numbers)]
+    # Always in worker processes, even for one worker: a render in the caller's process would
+    # inherit its threads and floating-point state (torch, OpenMP), which move samples by one
+    # 16-bit step (see "Deterministic" above).
+    executor = get_reusable_executor(max_workers=workers, env={"OMP_NUM_THREADS": "1"})
+    futures = [executor.submit(render_track, out, n, k, float(seconds), seed, tuple(pool),
+                               effects) for k, n in enumerate(numbers)]
     done: list[Path] = []
-    with tqdm(total=len(jobs), desc="synth-slakh", unit="track", disable=not progress) as bar:
-        for path in Parallel(n_jobs=workers, return_as="generator_unordered")(jobs):
-            done.append(path)
+    with tqdm(total=len(futures), desc="synth-slakh", unit="track", disable=not progress) as bar:
+        for future in as_completed(futures):
+            done.append(future.result())
             bar.update()
     return sorted(done, key=lambda p: p.name)
 
