@@ -1161,11 +1161,13 @@ def _uses(ctx: _Context) -> list[str]:
 def _limitations(ctx: _Context) -> list[str]:
     lines = ["## Known limitations", ""]
     if ctx.corpus.synthetic:
+        config = ctx.corpus.synth_config or {}
+        effects = ", with seeded per-stem effects" if config.get("effects") else ", dry"
         lines.append(
-            "- **Synthetic demo audio**: one General MIDI soundfont (FluidR3_GM) played by "
-            "FluidSynth from generated, grid-quantised MIDI. Timbres, dynamics and "
-            "arrangements are far less varied than Slakh2100's, so numbers from these shards "
-            "say whether the pipeline works, not how well the method works."
+            f"- **Synthetic audio**: {_font_count_text(config)} played by FluidSynth"
+            f"{effects}, from generated, grid-quantised MIDI. Timbres, dynamics and "
+            "arrangements are far less varied than Slakh2100's 187 patches, so numbers from "
+            "these shards say how the method behaves on this corpus, not on real Slakh."
         )
     lines.append(
         "- **Rendered, not recorded**: Slakh2100 itself is rendered from Lakh MIDI files with "
