@@ -68,19 +68,23 @@ import json
 import os
 import re
 import resource
+import socket
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import soundfile as sf
 
+from prep import __version__ as PACKAGE_VERSION
 from prep import features
 from prep.atomic import atomic_write_text
+from prep.cluster import ClusterError
 from prep.faults import fault_point
 from prep.features import SAMPLE_RATE, FeatureParams
 from prep.shards import (
@@ -135,6 +139,8 @@ RESAMPLER_LIBRARY = {"soxr_hq": "soxr", "soxr_vhq": "soxr", "kaiser_best": "resa
 MAX_LENGTH_MISMATCH_S = 1.0  # stems differing by less are zero-padded, by more: track skipped
 BUILD_RECORD_SUFFIX = ".build.json"
 DEFAULT_SLAKH_ROOT = Path("corpus/demo")
+BACKENDS = ("local", "dask")  # where shards are built: this machine, or a Dask cluster
+SYNTH_CONFIG_FILE = "synth_slakh.json"  # written by `prep synth-slakh` into its corpus root
 SHARD_NAME_RE = re.compile(r"^(train|validation|test)-(\d{5})(\.h5|\.build\.json)$")
 
 
@@ -232,7 +238,9 @@ class Plan:
             "settings": self.settings.to_key_dict(),
             "shard": shard.name,
             # the first shard's build record carries the tracks skipped while planning
-            "planning_skipped": self.skipped if shard.global_index == 0 else [],
+            # by track id: the reasons name files, and a moved corpus is the same corpus
+            "planning_skipped": sorted(s["track"] for s in self.skipped)
+            if shard.global_index == 0 else [],
             "tracks": [
                 {
                     "track_id": t.track_id,
@@ -683,6 +691,8 @@ class ShardOutcome:
     samples: int = 0
     planning_skipped: list[dict[str, str]] = field(default_factory=list)
     timing: dict[str, float] = field(default_factory=dict)  # not part of any checksum
+    # where and when: corpus folder, host, UTC time, package version (not part of any checksum)
+    provenance: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -694,10 +704,25 @@ def _write_json_atomic(path: Path, content: Any) -> None:
     atomic_write_text(path, text, fault="record-write", action="cannot write build record")
 
 
+@dataclass(frozen=True)
+class ShardJob:
+    """Everything a worker needs to build one shard; picklable, so it runs in a joblib worker,
+    a Dask worker on another machine, or this process alike.
+
+    ``provenance`` (corpus folder, package version) goes into the build record with the
+    worker's host name and the time, never into the shard.
+    """
+
+    shard: ShardPlan
+    plan_key: str
+    settings: BuildSettings
+    out: Path
+    planning_skipped: tuple[dict[str, str], ...] = ()
+    provenance: tuple[tuple[str, str], ...] = ()
+
+
 def build_one_shard(
-    shard: ShardPlan, plan_key: str, settings: BuildSettings, out: Path,
-    planning_skipped: list[dict[str, str]], single_thread: bool,
-    on_track: Callable[[TrackPlan], None] | None = None,
+    job: ShardJob, single_thread: bool, on_track: Callable[[TrackPlan], None] | None = None,
 ) -> ShardOutcome:
     """Build one shard (whole tracks, in id order) and its build record; returns the record."""
     import torch
@@ -708,23 +733,26 @@ def build_one_shard(
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _build_one_shard(shard, plan_key, settings, out, planning_skipped, on_track)
+        return _build_one_shard(job, on_track)
     finally:
         if not single_thread:
             torch.set_num_threads(threads)
 
 
 def _build_one_shard(
-    shard: ShardPlan, plan_key: str, settings: BuildSettings, out: Path,
-    planning_skipped: list[dict[str, str]], on_track: Callable[[TrackPlan], None] | None,
+    job: ShardJob, on_track: Callable[[TrackPlan], None] | None,
 ) -> ShardOutcome:
     """:func:`build_one_shard` with torch's threads already set."""
+    shard, settings, out = job.shard, job.settings, job.out
     warm_s = warm_resampler(settings.resample_filter)
     start, start_cpu = time.perf_counter(), time.process_time()
     outcome = ShardOutcome(
-        shard=shard.name, split=shard.split, plan_key=plan_key,
+        shard=shard.name, split=shard.split, plan_key=job.plan_key,
         planned=[t.track_id for t in shard.tracks], record=None,
-        active_frames=[0] * len(settings.instruments), planning_skipped=planning_skipped,
+        active_frames=[0] * len(settings.instruments),
+        planning_skipped=list(job.planning_skipped),
+        provenance={**dict(job.provenance), "host": socket.gethostname(),
+                    "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds")},
     )
     decode_cpu_s = 0.0
     process_cpu_s = 0.0
@@ -853,10 +881,33 @@ def assemble_manifest(out: Path, known_sha256: dict[str, str] | None = None) -> 
         if entry["path"] not in built:
             problems.append(f"{out / entry['path']}: no build record; its skipped tracks, if "
                             "any, are unknown")
+    manifest["provenance"] = merge_provenance(r.get("provenance", {}) for r in records)
     manifest["skipped"] = sorted(skipped, key=lambda s: (s["track"], s["reason"]))
     manifest["warnings"] = sorted(notes, key=lambda w: (w["track"], w["warning"]))
     manifest["problems"] = problems
     return manifest
+
+
+def merge_provenance(entries: Iterable[dict[str, str]]) -> dict[str, Any]:
+    """Where and when the shards were built, from their build records.
+
+    One value per key when the records agree (``corpus_root``, ``instrument_map_path``,
+    ``package_version``), else the sorted distinct values; ``hosts`` lists every builder and
+    ``built_from``/``built_to`` span the build times. Never part of a checksum.
+    """
+    values: dict[str, set[str]] = {}
+    for entry in entries:
+        for key, value in entry.items():
+            values.setdefault(key, set()).add(str(value))
+    merged: dict[str, Any] = {}
+    for key, found in sorted(values.items()):
+        if key == "host":
+            merged["hosts"] = sorted(found)
+        elif key == "built_at":
+            merged["built_from"], merged["built_to"] = min(found), max(found)
+        else:
+            merged[key] = found.pop() if len(found) == 1 else sorted(found)
+    return merged
 
 
 def index_shards(out: Path) -> dict[str, Any]:
@@ -876,6 +927,18 @@ def default_slakh_root() -> Path:
     """``$SLAKH_ROOT`` if set, else the demo corpus ``corpus/demo`` (what ``make demo`` renders)."""
     env = os.environ.get("SLAKH_ROOT")
     return Path(env) if env else DEFAULT_SLAKH_ROOT
+
+
+def corpus_label(slakh_root: Path) -> str:
+    """What a corpus is, never where: the ``source_corpus`` root attr of its shards.
+
+    ``"synthetic (prep synth-slakh)"`` for a corpus rendered by ``prep synth-slakh`` (its root
+    holds ``synth_slakh.json``), else ``"slakh2100"``. Two copies of one corpus in different
+    folders thus give the same shard bytes; the folder is recorded as provenance.
+    """
+    if (Path(slakh_root) / SYNTH_CONFIG_FILE).is_file():
+        return "synthetic (prep synth-slakh)"
+    return "slakh2100"
 
 
 def parse_part(text: str) -> tuple[int, int]:
@@ -915,6 +978,8 @@ def build_shards(
     stems: str = DEFAULT_STEMS_MODE,
     workers: int = 1,
     part: tuple[int, int] = (1, 1),
+    backend: str = "local",
+    scheduler: str | None = None,
     strict: bool = False,
     force: bool = False,
     shard_size_mb: float = DEFAULT_TARGET_SHARD_BYTES / 2**20,
@@ -934,8 +999,14 @@ def build_shards(
         split_scheme: ``split2`` (paper) or ``orig``.
         instrument_map: YAML map (``None``: ``prep/data/instrument_map_programs.yaml``).
         stems: a :data:`STEMS_MODES` key: which splits store stems (default ``test``).
-        workers: processes (joblib), each building whole shards.
+        workers: processes (joblib), each building whole shards; with ``backend="dask"`` and
+            no ``scheduler``, the workers of a local Dask cluster.
         part: (I, N): build only the shards k with ``k % N == I - 1``.
+        backend: ``"local"`` (this machine, joblib processes) or ``"dask"`` (one task per
+            shard on a Dask cluster: :mod:`prep.cluster`; OUT must be shared storage that every
+            worker sees at the same path).
+        scheduler: the Dask scheduler's address (``tcp://host:8786``) or its scheduler file
+            (``dask scheduler --scheduler-file``); ``None`` starts a local cluster.
         strict: raise :class:`StrictError` (after writing everything) if any track was skipped.
         force: rebuild shards even when a matching finished one exists.
         shard_size_mb: target shard size, on the estimated uncompressed track sizes.
@@ -966,6 +1037,10 @@ def build_shards(
         raise BuildError(f"part {part_index}/{part_count}: need 1 <= I <= N")
     if workers < 1:
         raise BuildError(f"workers must be >= 1, got {workers}")
+    if backend not in BACKENDS:
+        raise BuildError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if scheduler is not None and backend != "dask":
+        raise BuildError(f"a scheduler ({scheduler}) needs backend 'dask', got {backend!r}")
     if resample_filter not in RESAMPLE_FILTERS:
         raise BuildError(f"resample filter must be one of {RESAMPLE_FILTERS}, "
                          f"got {resample_filter!r}")
@@ -981,13 +1056,22 @@ def build_shards(
     except (SlakhError, ValueError) as exc:
         raise BuildError(str(exc)) from exc
 
+    # Shard content never names a place: the corpus by what it is, a custom instrument map by
+    # its file name; where they were is provenance (build records and manifest, not checksummed).
     source = {
-        "source_corpus": str(slakh_root.resolve()),
+        "source_corpus": corpus_label(slakh_root),
         "split_scheme": split_scheme,
         "stems_mode": stems,
         "resample_filter": f"{RESAMPLER_LIBRARY[resample_filter]} {resample_filter}",
         "sustain_pedal": bool(sustain),
-        "instrument_map": imap.to_dict(),
+        "instrument_map": {**imap.to_dict(), "source": Path(imap.source).name
+                           if instrument_map is not None else imap.source},
+    }
+    provenance = {
+        "corpus_root": str(slakh_root.resolve()),
+        "instrument_map_path": str(Path(imap.source).resolve())
+        if instrument_map is not None else imap.source,
+        "package_version": PACKAGE_VERSION,
     }
     settings = BuildSettings(tuple(names), params, stems, source, resample_filter,
                              bool(sustain))
@@ -1029,14 +1113,23 @@ def build_shards(
 
     # Tracks skipped while planning travel in the first shard's build record.
     first = plan.shards[0].name
+    jobs = [ShardJob(shard, keys[shard.name], settings, out,
+                     tuple(plan.skipped) if shard.name == first else (),
+                     tuple(sorted(provenance.items()))) for shard in todo]
     built_now: list[ShardOutcome] = []
     try:
-        for shard_outcome in _run_shards(todo, keys, settings, out, plan.skipped, first,
-                                         workers, progress):
+        for shard_outcome in _run_shards(jobs, workers, backend, scheduler, progress):
+            written = shard_outcome.record and out / shard_outcome.record["path"]
+            if written and not written.is_file():
+                host = shard_outcome.provenance.get("host", "a worker")
+                raise BuildError(f"{written}: built on {host} but not visible here: OUT must be "
+                                 "storage that every worker sees at the same path")
             outcomes[shard_outcome.shard] = shard_outcome
             built_now.append(shard_outcome)
     except ShardWriteError as exc:  # disk full, folder not writable: stop, keep finished shards
         raise BuildError(f"{exc} (finished shards are kept; rerun to resume)") from exc
+    except ClusterError as exc:
+        raise BuildError(str(exc)) from exc
 
     # Shards of other parts count when they are already complete (checked once, here).
     for shard in plan.shards:
@@ -1074,14 +1167,14 @@ def build_shards(
 
 
 def _run_shards(
-    todo: Sequence[ShardPlan], keys: dict[str, str], settings: BuildSettings, out: Path,
-    planning_skipped: list[dict[str, str]], first: str, workers: int, progress: bool,
+    jobs: Sequence[ShardJob], workers: int, backend: str, scheduler: str | None, progress: bool,
 ) -> Iterator[ShardOutcome]:
-    """Build shards in this process or in joblib workers; a tqdm bar counts tracks and hours."""
+    """Build shards in this process, in joblib workers or on a Dask cluster, yielding each
+    record as it finishes; a tqdm bar counts tracks and hours."""
     from tqdm import tqdm
 
-    total_tracks = sum(len(s.tracks) for s in todo)
-    bar = tqdm(total=total_tracks, unit="track", disable=not progress or not todo,
+    total_tracks = sum(len(j.shard.tracks) for j in jobs)
+    bar = tqdm(total=total_tracks, unit="track", disable=not progress or not jobs,
                desc="build-shards", file=sys.stderr)
     bar_start = time.perf_counter()
     hours_done = 0.0
@@ -1094,22 +1187,22 @@ def _run_shards(
                             "audio-s/s", refresh=False)
         bar.update(len(tracks))
 
-    def skipped_for(shard: ShardPlan) -> list[dict[str, str]]:
-        return planning_skipped if shard.name == first else []
-
+    by_name = {j.shard.name: j.shard for j in jobs}
     try:
-        if workers == 1 or len(todo) <= 1:
-            for shard in todo:
-                yield build_one_shard(shard, keys[shard.name], settings, out, skipped_for(shard),
-                                      single_thread=False, on_track=lambda t: advance([t]))
+        if backend == "dask":
+            from prep.cluster import run_on_dask
+
+            for outcome in run_on_dask(jobs, scheduler, workers):
+                advance(by_name[outcome.shard].tracks)
+                yield outcome
+        elif workers == 1 or len(jobs) <= 1:
+            for job in jobs:
+                yield build_one_shard(job, single_thread=False, on_track=lambda t: advance([t]))
         else:
             from joblib import Parallel, delayed
 
-            jobs = (delayed(build_one_shard)(shard, keys[shard.name], settings, out,
-                                             skipped_for(shard), True) for shard in todo)
-            by_name = {s.name: s for s in todo}
-            parallel = Parallel(n_jobs=min(workers, len(todo)), return_as="generator_unordered")
-            for outcome in parallel(jobs):
+            parallel = Parallel(n_jobs=min(workers, len(jobs)), return_as="generator_unordered")
+            for outcome in parallel(delayed(build_one_shard)(job, True) for job in jobs):
                 advance(by_name[outcome.shard].tracks)
                 yield outcome
     finally:

@@ -293,18 +293,37 @@ def collect_shard_facts(shards_root: Path, manifest: Mapping[str, Any]) -> Shard
     return facts
 
 
+def corpus_root(manifest: Mapping[str, Any]) -> str:
+    """The folder the shards were built from: the build's provenance (``corpus_root``), or,
+    for shards built before provenance existed, an absolute ``source_corpus``; else ``""``."""
+    recorded = (manifest.get("provenance") or {}).get("corpus_root")
+    if isinstance(recorded, str):
+        return recorded
+    legacy = str((manifest.get("source") or {}).get("source_corpus", ""))
+    return legacy if Path(legacy).is_absolute() else ""
+
+
+def instrument_map_source(manifest: Mapping[str, Any]) -> str:
+    """The instrument map the build read: a packaged map's name, or the file the build recorded
+    as provenance (shards store only its file name); ``""`` when unknown."""
+    recorded = (manifest.get("provenance") or {}).get("instrument_map_path")
+    if isinstance(recorded, str):
+        return recorded
+    return str((manifest.get("instrument_map") or {}).get("source", ""))
+
+
 def detect_corpus(
     manifest: Mapping[str, Any], display: PathDisplay | None = None
 ) -> CorpusInfo:
     """Slakh2100 or the synthetic demo corpus, from the manifest's ``source``.
 
     The demo corpus is recognised by its ``synth_slakh.json`` (written by ``prep synth-slakh``)
-    in the corpus root named by ``source.source_corpus``, or by a ``synth_slakh`` entry in
-    ``source`` itself. A corpus folder that no longer exists is assumed to be Slakh2100 and the
+    in the corpus root the build recorded (:func:`corpus_root`), or by a ``synth_slakh`` entry
+    in ``source`` itself. A corpus folder that no longer exists is assumed to be Slakh2100 and the
     card says so.
     """
     source = manifest.get("source") or {}
-    raw = str(source.get("source_corpus", ""))
+    raw = corpus_root(manifest)
     shown = display.show(raw) if display else raw
     config = source.get("synth_slakh")
     corpus = Path(raw) if raw else None
@@ -394,8 +413,7 @@ def make_path_display(
 ) -> PathDisplay:
     """Display rules for the corpus root and the shard folder (see :class:`PathDisplay`)."""
     display = PathDisplay(base=Path.cwd() if base is None else Path(base))
-    source = manifest.get("source") or {}
-    corpus = str(source.get("source_corpus", ""))
+    corpus = corpus_root(manifest)
     if corpus and Path(corpus).is_absolute():
         given = _command_option(command, "--slakh-root")
         display.corpus_shown = given if given else display.relative(corpus)
@@ -515,9 +533,9 @@ def measure_corpus_music(manifest: Mapping[str, Any]) -> CorpusMusic:
     The tracks, the instrument map and the sustain setting are the build's (manifest); only
     ``metadata.yaml`` and the selected stems' MIDI files are read.
     """
-    source = manifest.get("source") or {}
-    corpus = Path(str(source.get("source_corpus", "")))
-    if not source.get("source_corpus") or not corpus.is_dir():
+    raw = corpus_root(manifest)
+    corpus = Path(raw)
+    if not raw or not corpus.is_dir():
         return CorpusMusic(None, "the corpus folder was not found when this card was written")
     track_ids = {str(t["track_id"]) for s in manifest["shards"] for t in s["tracks"]}
     try:
@@ -557,8 +575,7 @@ class _Context:
 
     @property
     def map_source(self) -> str:
-        imap = self.manifest.get("instrument_map") or {}
-        return self.display.show(str(imap.get("source", "unknown")))
+        return self.display.show(instrument_map_source(self.manifest) or "unknown")
 
     @property
     def uses_patch_names(self) -> bool:
@@ -1001,13 +1018,12 @@ def reconstruct_command(manifest: Mapping[str, Any], display: PathDisplay,
     source = manifest.get("source") or {}
     params = manifest.get("params") or {}
     words = ["prep", "build-shards"]
-    corpus = source.get("source_corpus")
+    corpus = corpus_root(manifest)
     if corpus:
-        words += ["--slakh-root", display.show(str(corpus))]
+        words += ["--slakh-root", display.show(corpus)]
     words += ["--out", shards_shown, "--instruments", ",".join(manifest["instruments"])]
     words += ["--split-scheme", str(source.get("split_scheme", "split2"))]
-    imap = manifest.get("instrument_map") or {}
-    map_source = display.show(str(imap.get("source", DEFAULT_INSTRUMENT_MAP_SOURCE)))
+    map_source = display.show(instrument_map_source(manifest) or DEFAULT_INSTRUMENT_MAP_SOURCE)
     if map_source != DEFAULT_INSTRUMENT_MAP_SOURCE:
         words += ["--instrument-map", map_source]
     words += ["--stems", str(source.get("stems_mode", "eval"))]

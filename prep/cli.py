@@ -110,6 +110,13 @@ def _parse_part_option(ctx: click.Context, param: click.Parameter, value: str) -
               help="Processes, each building whole shards.")
 @click.option("--part", "part", default="1/1", show_default=True, callback=_parse_part_option,
               help="Build only part I of N (shards k with k % N == I-1); then `prep index`.")
+@click.option("--backend", type=click.Choice(["local", "dask"]), default="local",
+              show_default=True,
+              help="local: --workers processes here; dask: one task per shard on a Dask "
+                   "cluster (OUT on storage every worker sees).")
+@click.option("--scheduler", default=None, metavar="ADDRESS|FILE",
+              help="Dask scheduler address (tcp://host:8786) or scheduler file; without it, "
+                   "--backend dask starts a local cluster of --workers processes.")
 @click.option("--strict", is_flag=True, help="Exit non-zero if any track was skipped.")
 @click.option("--force", is_flag=True, help="Rebuild shards that are already complete.")
 @click.option("--shard-size-mb", type=click.FloatRange(min=0, min_open=True), default=256.0,
@@ -127,9 +134,9 @@ def _parse_part_option(ctx: click.Context, param: click.Parameter, value: str) -
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def build_shards_command(
     slakh_root: Path | None, out: Path, instruments: str, split_scheme: str,
-    instrument_map: Path | None, stems: str, workers: int, part: tuple[int, int], strict: bool,
-    force: bool, shard_size_mb: float, n_harmonics: int | None, resample_filter: str,
-    sustain: bool, no_progress: bool,
+    instrument_map: Path | None, stems: str, workers: int, part: tuple[int, int],
+    backend: str, scheduler: str | None, strict: bool, force: bool, shard_size_mb: float,
+    n_harmonics: int | None, resample_filter: str, sustain: bool, no_progress: bool,
 ) -> None:
     """Build HDF5 training shards from a Slakh2100-layout corpus.
 
@@ -143,6 +150,7 @@ def build_shards_command(
       prep build-shards --instrument-map instrument_map_patches.yaml
       prep build-shards --stems all --out data-stems/   (for `train supervised`)
       prep build-shards --part 1/4 ... (on 4 machines), then: prep index data/
+      prep build-shards --backend dask --scheduler tcp://10.0.0.5:8786 --out /shared/data
     """
     from prep.build import BuildError, build_shards, default_slakh_root
     from prep.features import DEFAULT_N_HARMONICS
@@ -151,7 +159,8 @@ def build_shards_command(
         build_shards(
             slakh_root if slakh_root is not None else default_slakh_root(), out, instruments,
             split_scheme=split_scheme, instrument_map=instrument_map, stems=stems,
-            workers=workers, part=part, strict=strict, force=force,
+            workers=workers, part=part, backend=backend, scheduler=scheduler, strict=strict,
+            force=force,
             shard_size_mb=shard_size_mb,
             n_harmonics=n_harmonics if n_harmonics is not None else DEFAULT_N_HARMONICS,
             resample_filter=resample_filter, sustain=sustain, progress=not no_progress,

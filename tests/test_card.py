@@ -226,7 +226,9 @@ def test_reconstructed_command_rebuilds_identical_shards(
 def test_slakh_corpus_gets_slakh_attribution(built: tuple[Path, Path, str]) -> None:
     _, shards, _ = built
     manifest = read_manifest(shards)
-    manifest["source"] = {**manifest["source"], "source_corpus": "/datasets/slakh2100_flac_redux"}
+    manifest["source"] = {**manifest["source"], "source_corpus": "slakh2100"}
+    manifest["provenance"] = {**manifest["provenance"],
+                              "corpus_root": "/datasets/slakh2100_flac_redux"}
     text = render_card(manifest)
     header = _header(text)
     assert header["source_datasets"] == ["Slakh2100"]
@@ -301,7 +303,8 @@ def test_music_statistics_without_the_corpus(built: tuple[Path, Path, str],
                                              tmp_path: Path) -> None:
     _, shards, _ = built
     manifest = read_manifest(shards)
-    moved = {**manifest, "source": {**manifest["source"], "source_corpus": str(tmp_path / "x")}}
+    moved = {**manifest, "provenance": {**manifest["provenance"],
+                                        "corpus_root": str(tmp_path / "x")}}
     text = render_card(moved, music=card_module.measure_corpus_music(moved))
     assert "This corpus: the corpus folder was not found" in text
     rows = {r[0]: r[1:] for r in _table_after(text, "## Music statistics")}

@@ -74,3 +74,11 @@ def test_build_shards_stems_choices_are_the_builds_modes() -> None:
     option = next(p for p in prep_main.commands["build-shards"].params if p.name == "stems")
     assert list(option.type.choices) == list(STEMS_MODES)
     assert option.default == DEFAULT_STEMS_MODE
+
+
+def test_build_shards_backend_choices_are_the_builds_backends() -> None:
+    from prep.build import BACKENDS
+
+    option = next(p for p in prep_main.commands["build-shards"].params if p.name == "backend")
+    assert list(option.type.choices) == list(BACKENDS)
+    assert option.default == BACKENDS[0]

@@ -97,7 +97,7 @@ def shard_contents(path: Path) -> dict[str, Any]:
 def without_checksums(manifest: dict[str, Any]) -> dict[str, Any]:
     shards = [{k: v for k, v in s.items() if k not in ("sha256", "bytes")}
               for s in manifest["shards"]]
-    return {**manifest, "shards": shards}
+    return {**{k: v for k, v in manifest.items() if k != "provenance"}, "shards": shards}
 
 
 def check_prep_state(out: Path, clean: Path) -> list[str]:
