@@ -41,6 +41,10 @@ without MIDI, with unreadable/corrupt audio or MIDI, empty or non-finite audio; 
 lengths (at 16 kHz) differ by 1 s or more. Stems differing by less than 1 s are zero-padded to
 the longest, which is recorded in ``warnings``. Stems that are not selected are never opened,
 so a missing unselected stem (Slakh's ``S06``-like unrendered stems) is fine.
+Slakh's known defects (:mod:`prep.defects`): a selected stem on the packaged known-bad list
+skips its track too; planning also fingerprints every track's MIDI to find music shared across
+splits, and writes what it found to ``OUT/defects.json``, which the manifest carries as
+``defects`` and ``split_leakage``.
 
 Atomic and resumable: each shard is written under a temporary name and renamed when complete
 (``ShardWriter``); then a small build record ``<split>-NNNNN.build.json`` (planned tracks, plan
@@ -85,6 +89,7 @@ from prep import __version__ as PACKAGE_VERSION
 from prep import features
 from prep.atomic import atomic_write_text
 from prep.cluster import ClusterError
+from prep.defects import DefectCollector, apply_report, write_report
 from prep.faults import fault_point
 from prep.features import SAMPLE_RATE, FeatureParams
 from prep.shards import (
@@ -231,6 +236,8 @@ class Plan:
     shards: list[ShardPlan]
     skipped: list[dict[str, str]]
     settings: BuildSettings
+    # OUT/defects.json: known defects found and split leakage (prep.defects.DefectCollector)
+    defect_report: dict[str, Any] = field(default_factory=dict)
 
     def shard_key(self, shard: ShardPlan) -> str:
         """Hash of what determines the shard's bytes: settings, tracks, stem files and sizes."""
@@ -304,14 +311,21 @@ def _estimated_samples(audio: Path) -> int:
 
 def plan_track(
     track: SlakhTrack, split_scheme: str, instrument_map, instruments: Sequence[str],
-    stems_mode: str,
+    stems_mode: str, defects: DefectCollector | None = None,
 ) -> TrackPlan:
-    """Plan one track (no audio decoded). Raises TrackSkip / SlakhError with the reason."""
+    """Plan one track (no audio decoded). Raises TrackSkip / SlakhError with the reason.
+
+    ``defects`` records the track's known defects (a known-bad or unrendered selected stem
+    skips it: :mod:`prep.defects`) and, once planned, its MIDI fingerprint.
+    """
     if track.folder_split == OMITTED_FOLDER:
         raise TrackSkip(f"{track.path}: in {OMITTED_FOLDER}/ (Slakh2100-redux leaves these out)")
     split = assign_split(track.track_id, split_scheme, track.folder_split)
     meta = read_metadata(track.path)
     selected = select_stems(meta, instrument_map, instruments)
+    defect = defects.check(track.track_id, meta, selected) if defects is not None else None
+    if defect:
+        raise TrackSkip(defect)
     if not any(selected.values()):
         raise TrackSkip(f"{meta.path}: none of the requested instruments "
                         f"({', '.join(instruments)}) among its stems")
@@ -320,6 +334,8 @@ def plan_track(
     sizes = {rel: (track.path / rel).stat().st_size
              for rel in [*audio_files.values(), *midi_files.values()]}
     with_stems = split in STEMS_MODES[stems_mode]
+    if defects is not None:
+        defects.track_planned(track.track_id, split, meta, selected)
     return TrackPlan(
         track_id=track.track_id,
         split=split,
@@ -368,6 +384,7 @@ def make_plan(
     skipped: list[dict[str, str]] = []
     planned: list[TrackPlan] = []
     seen: dict[str, Path] = {}
+    defects = DefectCollector()
     for track in find_tracks(slakh_root):
         if track.track_id in seen:
             skipped.append({"track": track.track_id,
@@ -376,13 +393,14 @@ def make_plan(
         seen[track.track_id] = track.path
         try:
             planned.append(plan_track(track, split_scheme, instrument_map, instruments,
-                                      settings.stems))
+                                      settings.stems, defects))
         except (TrackSkip, SlakhError) as exc:
             skipped.append({"track": track.track_id, "reason": str(exc)})
         except OSError as exc:  # permissions, vanished files, I/O errors
             skipped.append({"track": track.track_id,
                             "reason": f"{exc.filename or track.path}: {_one_line(exc)}"})
-    return Plan(pack_shards(planned, shard_bytes), skipped, settings)
+    return Plan(pack_shards(planned, shard_bytes), skipped, settings,
+                defects.report(split_scheme))
 
 
 # --------------------------------------------------------------------------------------------
@@ -885,6 +903,7 @@ def assemble_manifest(out: Path, known_sha256: dict[str, str] | None = None) -> 
     manifest["skipped"] = sorted(skipped, key=lambda s: (s["track"], s["reason"]))
     manifest["warnings"] = sorted(notes, key=lambda w: (w["track"], w["warning"]))
     manifest["problems"] = problems
+    apply_report(manifest, out)  # defects and split_leakage from OUT/defects.json
     return manifest
 
 
@@ -1086,6 +1105,10 @@ def build_shards(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise BuildError(str(write_error(out, exc, "cannot create the output folder"))) from exc
+    try:
+        write_report(out, plan.defect_report)  # OUT/defects.json, for the manifest and index
+    except OSError as exc:
+        raise BuildError(str(exc)) from exc
     keys = {s.name: plan.shard_key(s) for s in plan.shards}
     mine = [s for s in plan.shards if s.global_index % part_count == part_index - 1]
     outcomes: dict[str, ShardOutcome] = {}

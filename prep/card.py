@@ -39,6 +39,16 @@ import yaml
 from prep import __version__ as PACKAGE_VERSION
 from prep import features
 from prep.atomic import atomic_write_text
+from prep.defects import (
+    LEAKAGE_METHOD,
+    LEFT_OUT,
+    NEAR_DUPLICATE_JACCARD,
+    NOT_USED,
+    REPORT_MISSING,
+    SKIPPED_TRACK,
+    load_known_defects,
+    summarise,
+)
 from prep.features import (
     DEFAULT_N_HARMONICS,
     DEFAULT_TOLERANCE_BINS,
@@ -1012,6 +1022,102 @@ def _issues(ctx: _Context) -> list[str]:
     return [*lines, ""]
 
 
+DEFECT_CLASSES_TEXT = [
+    "- **Known-bad renders** (white noise, wrong pitch or octave, unrendered notes, label "
+    "lengths): a listed stem of a requested instrument skips its track; listed stems of other "
+    "instruments are never opened (the mixture is the sum of the selected stems only).",
+    "- **Stems without audio** ([slakh-utils#20](https://github.com/ethman/slakh-utils/issues/20)"
+    "): a selected stem without an audio file skips its track, with a reason read from its "
+    "`audio_rendered` flag (`true`: the copy is incomplete; `false` where other stems say "
+    "`true`: Slakh never rendered it). Unselected stems marked rendered but missing are listed "
+    "as not used.",
+    "- **Bass octave** ([slakh-utils#18](https://github.com/ethman/slakh-utils/issues/18), "
+    "[slakh-generation#2](https://github.com/ethman/slakh-generation/issues/2)): Slakh moves "
+    "every bass note up an octave to render it, and notes below B1 (MIDI 35) in the original "
+    "score one octave more, since that lowest octave is not rendered; users report the bass "
+    "audio sounds an octave below its labels. A selected bass stem whose label "
+    "(`MIDI/Sxx.mid`) has notes two octaves above `all_src.mid` is flagged; the rolls keep the "
+    "labels as they are.",
+]
+
+
+def _defect_rows(ctx: _Context, defects: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+    skipped = {str(s["track"]) for s in ctx.manifest.get("skipped") or []}
+    rows = []
+    for d in defects[:MAX_LISTED]:
+        action = str(d["action"])
+        if action not in (SKIPPED_TRACK, NOT_USED, LEFT_OUT) and d["track"] in skipped:
+            action += " (track skipped for another reason)"
+        rows.append([f"`{d['track']}`", str(d.get("stem") or "–"),
+                     str(d.get("instrument") or "–"), str(d["kind"]), action,
+                     _md_escape(ctx.display.show(str(d["reason"])))])
+    return rows
+
+
+def _leakage_lines(ctx: _Context) -> list[str]:
+    pairs = list(ctx.manifest.get("split_leakage") or [])
+    scheme = ctx.source.get("split_scheme", "split2")
+    unread = [d for d in ctx.manifest.get("defects") or [] if d.get("action") == LEFT_OUT]
+    lines = ["### Split leakage", "",
+             f"The {ctx.n_tracks} built tracks of the {scheme} splits "
+             f"({', '.join(ctx.stats) or 'none'}) were compared"
+             + (f", less {len(unread)} whose MIDI could not be read" if unread else "")
+             + f". Method: {LEAKAGE_METHOD}; near-identical means Jaccard similarity >= "
+             f"{NEAR_DUPLICATE_JACCARD}.", ""]
+    if not pairs:
+        return [*lines, "**None found**: no two tracks in different splits have identical or "
+                "near-identical notes, or are transcriptions of the same song.", ""]
+    kinds = {k: sum(1 for p in pairs if p["kind"] == k) for k in sorted({p["kind"] for p in pairs})}
+    lines += [f"**{len(pairs)} pair(s)** across splits ("
+              + ", ".join(f"{n} {k}" for k, n in kinds.items()) + "); the shards keep them. "
+              "Slakh2100-split2 (the default) moves exact MIDI duplicates into one split, "
+              "redux leaves them out.", ""]
+    lines += _table(["track", "split", "track", "split", "kind", "Jaccard"],
+                    [[f"`{p['track_a']}`", p["split_a"], f"`{p['track_b']}`", p["split_b"],
+                      p["kind"], f"{p['similarity']:.3f}"] for p in pairs[:MAX_LISTED]])
+    if len(pairs) > MAX_LISTED:
+        lines.append(f"| … and {len(pairs) - MAX_LISTED} more (all in `manifest.json`) |"
+                     " | | | | |")
+    return [*lines, ""]
+
+
+def _defects_section(ctx: _Context) -> list[str]:
+    """Known Slakh defects found in this build, what was done with each, and split leakage."""
+    lines = ["## Known defects and split leakage", ""]
+    problems = [str(p) for p in ctx.manifest.get("problems") or []]
+    if "defects" not in ctx.manifest or any(REPORT_MISSING in p for p in problems):
+        return [*lines, "Not recorded: these shards were built before the defect checks "
+                "(`prep/defects.py`); rebuild them with `prep build-shards` to list the known "
+                "defects found and any music shared across splits.", ""]
+    known = load_known_defects()
+    sources = ", ".join(f"<{s.url}>" for s in sorted(known.sources.values(),
+                                                     key=lambda s: s.url))
+    lines += [f"The build checks every track for Slakh2100's publicly reported defects "
+              f"(`prep/defects.py`). Known-bad list: the {len(known.entries)} stems of "
+              f"`{known.path}` (from {sources}), matched by track id *and* the metadata's "
+              "`UUID` (the Lakh MIDI MD5), so no other corpus is matched.", "",
+              *DEFECT_CLASSES_TEXT, ""]
+    if ctx.corpus.synthetic:
+        lines += ["This corpus is not Slakh2100: its tracks reuse Slakh's ids, not its music, "
+                  "so no known-bad entry and no bass-octave check applies.", ""]
+    defects = list(ctx.manifest.get("defects") or [])
+    lines.append(f"**{len(defects)} defect(s) found** in this corpus"
+                 + ((" (first ones, sorted by track):" if len(defects) > MAX_LISTED else ":")
+                    if defects else "."))
+    if defects:
+        summary = summarise(defects)
+        lines += ["", *_table(["defect", "what was done", "stems"],
+                              [[kind, action, n] for kind, actions in summary.items()
+                               for action, n in actions.items()]), ""]
+        lines += _table(["track", "stem", "instrument", "defect", "what was done", "reason"],
+                        _defect_rows(ctx, defects))
+        if len(defects) > MAX_LISTED:
+            lines.append(f"| … and {len(defects) - MAX_LISTED} more (all in `manifest.json`) |"
+                         " | | | | |")
+    lines.append("")
+    return lines + _leakage_lines(ctx)
+
+
 def reconstruct_command(manifest: Mapping[str, Any], display: PathDisplay,
                         shards_shown: str) -> str:
     """The ``prep build-shards`` command line that the manifest's parameters correspond to."""
@@ -1426,6 +1532,7 @@ def render_card(
         *_summary(ctx),
         *_source_section(ctx),
         *_composition(ctx),
+        *_defects_section(ctx),
         *_music_section(ctx),
         *_provenance(ctx),
         *_uses(ctx),
