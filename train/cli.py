@@ -97,7 +97,12 @@ def _training_command(step: str, starts: tuple[str, ...]):
             )
         )
     options += [
-        click.option("--resume", is_flag=True, help="Continue from <out>/last.pt."),
+        click.option(
+            "--resume",
+            is_flag=True,
+            help="Continue from <out>/last.pt: after a crash, or a stop by SIGTERM/SIGUSR1 "
+            "(preempted: exit code 75), also within an epoch.",
+        ),
         click.option("--progress/--no-progress", default=True, help="tqdm progress bar."),
         click.option(
             "--print-config", is_flag=True, help="Print the resolved settings and exit."
@@ -138,8 +143,10 @@ def _run_training(step: str, options: dict) -> None:
     from train.assemble import TrainingError
     from train.model import CheckpointError
     from train.pipeline import run
+    from train.preemption import EXIT_PREEMPTED, Preempted
 
     out = options["out"] or Path("runs") / recipe.name
+    main_rank = int(os.environ.get("RANK", "0")) == 0
     try:
         metrics = run(
             resolved,
@@ -152,7 +159,15 @@ def _run_training(step: str, options: dict) -> None:
         )
     except (TrainingError, ShardError, CheckpointError, ConfigError, OSError) as error:
         raise click.ClickException(str(error)) from error
-    if int(os.environ.get("RANK", "0")) == 0:
+    except Preempted as stopped:
+        if main_rank:
+            click.echo(
+                f"{recipe.name}: preempted by {stopped.signal_name}, state saved; exit code "
+                f"{EXIT_PREEMPTED}. Continue with the same command and --resume.",
+                err=True,
+            )
+        raise click.exceptions.Exit(EXIT_PREEMPTED) from stopped
+    if main_rank:
         click.echo(
             f"{recipe.name}: best validation loss {metrics['best_val_loss']:.5g} at epoch "
             f"{metrics['best_epoch']} ({metrics['stopped']}); run folder {out}"

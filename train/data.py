@@ -30,6 +30,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from prep.features import WINDOW_FRAMES
+from train.preemption import ignore_stop_signals
 
 # Shard fields (time-major) -> batch keys (channel-major).
 FRAME_FIELDS = {"spec": "X", "roll": "Y", "harmonic_mask": "A", "activity": "activity"}
@@ -243,7 +244,7 @@ def make_loader(
 
     Workers are forked/spawned with a pickled copy of the ``ShardSet``, which reopens the HDF5
     files in each worker. Batches arrive in sampler order, so training is deterministic whatever
-    the number of workers.
+    the number of workers. Workers ignore SIGTERM and SIGUSR1 (:mod:`train.preemption`).
     """
     return DataLoader(
         dataset,
@@ -256,6 +257,8 @@ def make_loader(
         # its own generator: creating an iterator must not draw from the global torch RNG,
         # which dropout uses (a resumed run would otherwise diverge)
         generator=torch.Generator().manual_seed(0),
+        # a scheduler's stop signal reaches workers too; the main process stops them once saved
+        worker_init_fn=ignore_stop_signals if workers > 0 else None,
     )
 
 

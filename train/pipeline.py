@@ -1,6 +1,10 @@
 """Run a recipe: find the checkpoints it starts from, record what the run is, train its step
 (the classifier baseline in two phases).
 
+A stop signal (SIGTERM, SIGUSR1) ends the run after the step in progress with its state saved
+(:mod:`train.preemption`): :class:`~train.preemption.Preempted` propagates, no later phase
+starts, and ``<out>/preempted.json`` says where it stopped until a ``resume`` run starts.
+
 >>> from train.recipes import get_recipe, resolve
 >>> plan = starting_points(get_recipe("scorecritic"), Path("runs/scorecritic"))
 >>> {k: str(v) for k, v in plan.items()}  # doctest: +NORMALIZE_WHITESPACE
@@ -18,6 +22,7 @@ import torch.distributed as dist
 
 from prep.shards import ShardSet
 from train.assemble import load_pretrained, setup_distributed
+from train.preemption import Preempted, clear_marker, stop_signals, write_marker
 from train.recipes import Recipe, Resolved, recipes
 from train.steps import SPECS
 from train.trainer import Trainer
@@ -83,37 +88,49 @@ def run(
 
     Returns:
         The metrics written to ``<out>/metrics.json`` (best validation loss, epochs, last terms).
+
+    Raises:
+        Preempted: SIGTERM or SIGUSR1 arrived; the state is saved (exit code 75 if not caught).
     """
     recipe, config = resolved.recipe, resolved.config
     out, shards = Path(out), Path(shards)
     env = setup_distributed(config.train.device)
     instruments = list(ShardSet(shards, "train", verify_checksums=False).instruments)
     paths = starting_points(recipe, out, {"transcriptor": transcriptor, "separator": separator})
-    try:
-        init, starts = _load_starts(recipe, paths, instruments)
-        record = {
-            "recipe": {k: v for k, v in recipe.to_dict().items() if k != "settings"},
-            "preset": resolved.preset,
-            "starts_from": starts,
-        }
-        common = dict(record=record, progress=progress, dvclive=dvclive, env=env)
-        if recipe.step != "baseline":
-            spec = SPECS[recipe.step]
-            return Trainer(spec, shards, config, out, init=init, resume=resume, **common).fit()
-        # the baseline: phase 1 trains the classifier critic, phase 2 the separator against it
-        phase1 = out / "classifier"
-        metrics1 = phase1 / "metrics.json"
-        if not (metrics1.is_file() and json.loads(metrics1.read_text()).get("stopped")):
-            resume1 = resume and (phase1 / "last.pt").is_file()
-            Trainer(SPECS["classifier"], shards, config, phase1, resume=resume1, **common).fit()
-        env.barrier()
-        command = f"train baseline --recipe {recipe.name} --shards ..."
-        classifier, _ = load_pretrained(phase1 / "best.pt", "classifier", instruments, command)
-        resume2 = resume and (out / "last.pt").is_file()
-        return Trainer(
-            SPECS["baseline"], shards, config, out, init={"classifier": classifier},
-            resume=resume2, **common,
-        ).fit()
-    finally:
-        if env.world > 1 and dist.is_initialized():
-            dist.destroy_process_group()
+    # one set of handlers for the whole run: a signal that arrives between the baseline's two
+    # phases stops the second after its first step rather than being lost
+    with stop_signals():
+        try:
+            if resume and env.main:
+                clear_marker(out)
+            init, starts = _load_starts(recipe, paths, instruments)
+            record = {
+                "recipe": {k: v for k, v in recipe.to_dict().items() if k != "settings"},
+                "preset": resolved.preset,
+                "starts_from": starts,
+            }
+            common = dict(record=record, progress=progress, dvclive=dvclive, env=env)
+            if recipe.step != "baseline":
+                spec = SPECS[recipe.step]
+                return Trainer(spec, shards, config, out, init=init, resume=resume, **common).fit()
+            # the baseline: phase 1 trains the classifier critic, phase 2 the separator against it
+            phase1 = out / "classifier"
+            metrics1 = phase1 / "metrics.json"
+            if not (metrics1.is_file() and json.loads(metrics1.read_text()).get("stopped")):
+                resume1 = resume and (phase1 / "last.pt").is_file()
+                Trainer(SPECS["classifier"], shards, config, phase1, resume=resume1, **common).fit()
+            env.barrier()
+            command = f"train baseline --recipe {recipe.name} --shards ..."
+            classifier, _ = load_pretrained(phase1 / "best.pt", "classifier", instruments, command)
+            resume2 = resume and (out / "last.pt").is_file()
+            return Trainer(
+                SPECS["baseline"], shards, config, out, init={"classifier": classifier},
+                resume=resume2, **common,
+            ).fit()
+        except Preempted as stopped:
+            if env.main:  # a job script requeues on it; torchrun's own exit code is 1
+                write_marker(out, stopped)
+            raise
+        finally:
+            if env.world > 1 and dist.is_initialized():
+                dist.destroy_process_group()

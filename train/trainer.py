@@ -8,8 +8,11 @@ Training follows paper §3.2: Adam (lr 0.001), ReduceLROnPlateau(0.5, patience 2
 validation loss, early stop after 10 epochs without improvement, gradient clipping per network.
 Windows depend on (seed, epoch, step, rank) only, so a resumed run (``last.pt``: weights,
 weight averages, optimiser, scheduler, progress, RNG states) ends bit-equal to an uninterrupted
-one on CPU. Under ``torchrun`` every rank trains a DDP replica on its own windows; rank 0 alone
-logs (dvclive, tqdm) and writes checkpoints.
+one on CPU. ``last.pt`` is written at every epoch's end, and after any step when SIGTERM or
+SIGUSR1 arrives (:mod:`train.preemption`): it then also holds the steps taken in the epoch and
+their summed loss terms, and the run leaves with exit code 75. Under ``torchrun`` every rank
+trains a DDP replica on its own windows; rank 0 alone logs (dvclive, tqdm) and writes
+checkpoints.
 
 Run folder: ``config.json`` (what the run is: recipe, every setting, the shards' manifest hash
 and features), ``best.pt`` (the objective network; step 3 also ``transcriptor.pt``), ``last.pt``
@@ -21,10 +24,11 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -51,6 +55,7 @@ from train.assemble import (
 from train.config import RunConfig, to_dict
 from train.data import stop_workers, to_device
 from train.model import CHECKPOINT_FORMAT_VERSION, ScoreCriticModel, save_checkpoint
+from train.preemption import Preempted, StopRequest, agreed_signal, stop_signals
 from train.steps import NetLosses, StepContext, StepSpec
 
 __all__ = ["Trainer", "TrainingError", "Progress"]
@@ -60,20 +65,27 @@ __all__ = ["Trainer", "TrainingError", "Progress"]
 class Progress:
     """Run state saved in ``last.pt`` besides weights and optimiser."""
 
-    epoch: int = 0  # next epoch to run
+    epoch: int = 0  # next epoch to run (the one in progress when step > 0)
     best: float = math.inf
     best_epoch: int = -1
     bad_epochs: int = 0
     finished: str = ""  # "early_stop" / "max_epochs" once done
     history: list[dict[str, float]] = field(default_factory=list)
+    # A run stopped within an epoch (preempted): the optimiser steps of `epoch` already taken,
+    # their loss terms summed (one Meter.add per step) and their seconds ("wait", "busy",
+    # "elapsed"). 0 and empty at an epoch's end.
+    step: int = 0
+    epoch_sums: dict[str, float] = field(default_factory=dict)
+    epoch_seconds: dict[str, float] = field(default_factory=dict)
 
 
 class Meter:
-    """Running means of named scalar terms."""
+    """Running means of named scalar terms (``sums``, ``count``: where an earlier part of the
+    epoch left them)."""
 
-    def __init__(self) -> None:
-        self.sums: dict[str, float] = {}
-        self.count = 0
+    def __init__(self, sums: dict[str, float] | None = None, count: int = 0) -> None:
+        self.sums: dict[str, float] = dict(sums or {})
+        self.count = count
 
     def add(self, values: dict[str, float], weight: int = 1) -> None:
         for key, value in values.items():
@@ -174,6 +186,7 @@ class Trainer:
         self.modules, self.nets, self.averaged = networks.modules, networks.nets, networks.averaged
         self.optimizer, self.scheduler = build_optimizer(spec, self.config, self.modules)
         self.state = Progress()
+        self.stop = StopRequest()  # fit() replaces it by the one its signal handlers set
         weights = torch.as_tensor(self.train_set.class_weights, dtype=torch.float32)
         use_bf16 = self.cfg.bf16 and self.env.device.type == "cuda"
         self.ctx = StepContext(
@@ -211,21 +224,31 @@ class Trainer:
         return torch.Generator().manual_seed(int(seed.generate_state(1)[0]))
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
-        """One epoch of ``steps_per_epoch`` optimiser steps; mean terms, throughput, data wait."""
+        """One epoch of ``steps_per_epoch`` optimiser steps; mean terms, throughput, data wait.
+
+        A run resumed within ``epoch`` starts at the step it stopped after (the sampler draws
+        from there, the meter and timers continue from the saved sums). A stop signal ends the
+        epoch after any step: the state is saved and :class:`Preempted` raised (:meth:`_preempt`).
+        """
         for name in self.spec.trained:
             self.modules[name].train()
-        self.sampler.set_epoch(epoch)
-        meter, wait, busy = Meter(), 0.0, 0.0
+        resumed = epoch == self.state.epoch and self.state.step > 0
+        first = self.state.step if resumed else 0
+        seconds = dict(self.state.epoch_seconds) if resumed else {}
+        self.sampler.set_epoch(epoch, first)
+        meter = Meter(self.state.epoch_sums, first) if resumed else Meter()
+        wait, busy = seconds.get("wait", 0.0), seconds.get("busy", 0.0)
         bar = tqdm(
             total=self.cfg.steps_per_epoch,
+            initial=first,
             disable=not self.progress_bar,
             desc=f"{self.spec.name} epoch {epoch}",
             dynamic_ncols=True,
             leave=False,
         )
         batches = iter(self.train_loader)
-        t_start = time.perf_counter()
-        for step in range(self.cfg.steps_per_epoch):
+        t_start = time.perf_counter() - seconds.get("elapsed", 0.0)
+        for step in range(first, self.cfg.steps_per_epoch):
             t0 = time.perf_counter()
             batch = to_device(next(batches), self.env.device)
             t1 = time.perf_counter()
@@ -249,6 +272,11 @@ class Trainer:
                 loss=f"{values[f'{self.spec.objective}/total']:.4g}",
                 win_s=f"{(step + 1) * self.cfg.batch_size / (t2 - t_start):.1f}",
             )
+            signum = agreed_signal(self.stop, self.env.world, self.env.device)
+            if signum:
+                bar.close()
+                timing = {"wait": wait, "busy": busy, "elapsed": t2 - t_start}
+                self._preempt(signum, epoch, step + 1, meter, timing)
         bar.close()
         elapsed = time.perf_counter() - t_start
         stats = {f"train/{k}": v for k, v in meter.means().items()}
@@ -257,6 +285,25 @@ class Trainer:
         )
         stats["data_wait_fraction"] = wait / max(wait + busy, 1e-12)
         return stats
+
+    def _preempt(
+        self, signum: int, epoch: int, steps: int, meter: Meter, seconds: dict[str, float]
+    ) -> NoReturn:
+        """Save the state after ``steps`` steps of ``epoch`` to ``last.pt``, say where the run
+        stopped, and raise :class:`Preempted` (every rank, at the same step)."""
+        self.state.step, self.state.epoch_seconds = steps, seconds
+        self.state.epoch_sums = dict(meter.sums)
+        self.env.barrier()
+        if self.env.main:
+            self._write_last()
+        self.env.barrier()
+        stopped = Preempted(
+            signal.Signals(signum).name, self.spec.name, epoch, steps,
+            self.cfg.steps_per_epoch, self.out / "last.pt",
+        )
+        if self.env.main:
+            print(f"[{self.spec.name}] {stopped}", flush=True)
+        raise stopped
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
@@ -305,26 +352,30 @@ class Trainer:
                 for name, filename in self.spec.also_saved.items():
                     save_checkpoint(self.out / filename, saved[name], extra)
             fault_point("best-written")  # best.pt of this epoch saved, last.pt not yet
-            state = {
-                "format_version": CHECKPOINT_FORMAT_VERSION,
-                "step": self.spec.name,
-                "instruments": self.instruments,
-                "nets": {n: self.modules[n].state_dict() for n in self.spec.trained},
-                "averaged": {n: a.state_dict() for n, a in self.averaged.items()},
-                "model_config": to_dict(self.config.model),
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
-                "progress": {**self.state.__dict__},
-                "rng": rng_state(),
-            }
-            try:  # whole or not at all, also after a power cut or a full disk
-                atomic_write(
-                    self.out / "last.pt", lambda f: torch.save(state, f),
-                    fault="checkpoint-write", action="cannot save checkpoint",
-                )
-            except OSError as err:
-                raise TrainingError(str(err)) from err
+            self._write_last()
         self.env.barrier()
+
+    def _write_last(self) -> None:
+        """``last.pt``: everything a resumed run continues from (rank 0, atomically)."""
+        state = {
+            "format_version": CHECKPOINT_FORMAT_VERSION,
+            "step": self.spec.name,
+            "instruments": self.instruments,
+            "nets": {n: self.modules[n].state_dict() for n in self.spec.trained},
+            "averaged": {n: a.state_dict() for n, a in self.averaged.items()},
+            "model_config": to_dict(self.config.model),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "progress": {**self.state.__dict__},
+            "rng": rng_state(),
+        }
+        try:  # whole or not at all, also after a power cut or a full disk
+            atomic_write(
+                self.out / "last.pt", lambda f: torch.save(state, f),
+                fault="checkpoint-write", action="cannot save checkpoint",
+            )
+        except OSError as err:
+            raise TrainingError(str(err)) from err
 
     def _load_last(self) -> None:
         path = self.out / "last.pt"
@@ -356,6 +407,12 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.state = Progress(**state["progress"])
+        if self.state.step > self.cfg.steps_per_epoch:
+            raise TrainingError(
+                f"{path} stopped after step {self.state.step} of epoch {self.state.epoch}, "
+                f"beyond train.steps_per_epoch = {self.cfg.steps_per_epoch}: resume it with the "
+                "steps_per_epoch it ran with"
+            )
         # A finished run continues when resumed with a larger max_epochs (or patience).
         self.state.finished = self._stop_reason()
         set_rng_state(state["rng"])
@@ -387,27 +444,15 @@ class Trainer:
     # -- epochs --------------------------------------------------------------------------------
 
     def fit(self) -> dict[str, Any]:
-        """Epochs until ``early_stop_patience`` epochs without improvement or ``max_epochs``."""
+        """Epochs until ``early_stop_patience`` epochs without improvement or ``max_epochs``.
+
+        SIGTERM and SIGUSR1 stop it after the current step, the state saved
+        (:class:`~train.preemption.Preempted`, exit code 75).
+        """
         objective = f"val/{self.spec.objective}/total"
         try:
-            while not self.state.finished:
-                epoch = self.state.epoch
-                stats = self.train_epoch(epoch)
-                stats.update(self.validate())
-                val_loss = stats[objective]
-                self.scheduler.step(val_loss)
-                stats["lr"] = self.optimizer.param_groups[0]["lr"]
-                improved = val_loss < self.state.best
-                if improved:
-                    self.state.best, self.state.best_epoch = val_loss, epoch
-                    self.state.bad_epochs = 0
-                else:
-                    self.state.bad_epochs += 1
-                self.state.epoch = epoch + 1
-                self.state.history.append({"epoch": epoch, **stats})
-                self.state.finished = self._stop_reason()
-                self._save(improved or self.cfg.keep_checkpoint == "last", val_loss)
-                self._log(epoch, stats)
+            with stop_signals() as self.stop:
+                self._epochs(objective)
         finally:
             # now, not when a garbage collection gets to this trainer: a later trainer in the
             # process (the baseline's second phase, benchmarks) would fork its workers with
@@ -416,6 +461,28 @@ class Trainer:
             if self.live is not None:
                 self.live.end()
         return self._write_metrics()
+
+    def _epochs(self, objective: str) -> None:
+        """Train, validate, step the scheduler and save, epoch after epoch, until finished."""
+        while not self.state.finished:
+            epoch = self.state.epoch
+            stats = self.train_epoch(epoch)
+            self.state.step, self.state.epoch_sums, self.state.epoch_seconds = 0, {}, {}
+            stats.update(self.validate())
+            val_loss = stats[objective]
+            self.scheduler.step(val_loss)
+            stats["lr"] = self.optimizer.param_groups[0]["lr"]
+            improved = val_loss < self.state.best
+            if improved:
+                self.state.best, self.state.best_epoch = val_loss, epoch
+                self.state.bad_epochs = 0
+            else:
+                self.state.bad_epochs += 1
+            self.state.epoch = epoch + 1
+            self.state.history.append({"epoch": epoch, **stats})
+            self.state.finished = self._stop_reason()
+            self._save(improved or self.cfg.keep_checkpoint == "last", val_loss)
+            self._log(epoch, stats)
 
     def _log(self, epoch: int, stats: dict[str, float]) -> None:
         if not self.env.main:
