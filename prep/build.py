@@ -96,6 +96,7 @@ from prep.shards import (
     DEFAULT_TARGET_SHARD_BYTES,
     FORMAT_VERSION,
     MANIFEST_NAME,
+    Manifest,
     ShardError,
     ShardRecord,
     ShardWriteError,
@@ -147,6 +148,15 @@ DEFAULT_SLAKH_ROOT = Path("corpus/demo")
 BACKENDS = ("local", "dask")  # where shards are built: this machine, or a Dask cluster
 SYNTH_CONFIG_FILE = "synth_slakh.json"  # written by `prep synth-slakh` into its corpus root
 SHARD_NAME_RE = re.compile(r"^(train|validation|test)-(\d{5})(\.h5|\.build\.json)$")
+
+
+@dataclass(frozen=True)
+class PartialBuild:
+    """What ``build_shards`` returns for one ``--part`` while other parts' shards are missing."""
+
+    built: list[str]  # shard names complete now (this part's and others')
+    pending: list[str]  # shard names still to build (by other parts)
+    skipped: list[dict[str, str]]  # tracks skipped so far, with reasons
 
 
 class BuildError(RuntimeError):
@@ -880,7 +890,7 @@ def read_build_records(out: Path) -> tuple[list[dict[str, Any]], list[str]]:
     return records, problems
 
 
-def assemble_manifest(out: Path, known_sha256: dict[str, str] | None = None) -> dict[str, Any]:
+def assemble_manifest(out: Path, known_sha256: dict[str, str] | None = None) -> Manifest:
     """``manifest_from_shards(out)`` plus the build records' skipped tracks and warnings.
 
     Used by both ``build_shards`` and ``prep index``, so the two agree. ``known_sha256``: the
@@ -895,14 +905,14 @@ def assemble_manifest(out: Path, known_sha256: dict[str, str] | None = None) -> 
         skipped.extend(record.get("skipped", []))
         notes.extend(record.get("warnings", []))
     built = {record["record"]["path"] for record in records if record.get("record")}
-    for entry in manifest["shards"]:
-        if entry["path"] not in built:
-            problems.append(f"{out / entry['path']}: no build record; its skipped tracks, if "
+    for entry in manifest.shards:
+        if entry.path not in built:
+            problems.append(f"{out / entry.path}: no build record; its skipped tracks, if "
                             "any, are unknown")
-    manifest["provenance"] = merge_provenance(r.get("provenance", {}) for r in records)
-    manifest["skipped"] = sorted(skipped, key=lambda s: (s["track"], s["reason"]))
-    manifest["warnings"] = sorted(notes, key=lambda w: (w["track"], w["warning"]))
-    manifest["problems"] = problems
+    manifest.provenance = merge_provenance(r.get("provenance", {}) for r in records)
+    manifest.skipped = sorted(skipped, key=lambda s: (s["track"], s["reason"]))
+    manifest.warnings = sorted(notes, key=lambda w: (w["track"], w["warning"]))
+    manifest.problems = problems
     apply_report(manifest, out)  # defects and split_leakage from OUT/defects.json
     return manifest
 
@@ -929,7 +939,7 @@ def merge_provenance(entries: Iterable[dict[str, str]]) -> dict[str, Any]:
     return merged
 
 
-def index_shards(out: Path) -> dict[str, Any]:
+def index_shards(out: Path) -> Manifest:
     """``prep index OUT``: rebuild ``OUT/manifest.json`` from the shard files (and their build
     records, for skipped tracks); returns the manifest."""
     manifest = assemble_manifest(Path(out))
@@ -1007,7 +1017,7 @@ def build_shards(
     sustain: bool = True,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
+) -> Manifest | PartialBuild:
     """Build HDF5 shards and ``OUT/manifest.json`` from a Slakh2100-layout corpus.
 
     Args:
@@ -1038,9 +1048,9 @@ def build_shards(
         log: where summary lines go (default: print to stdout).
 
     Returns:
-        The manifest when every planned shard is complete (always for ``part=(1, 1)``);
-        otherwise a dict ``{"complete": False, "built": [...], "pending": [...],
-        "skipped": [...]}`` (run the other parts, then ``prep index OUT``).
+        The :class:`~prep.shards.Manifest` when every planned shard is complete (always for
+        ``part=(1, 1)``); otherwise a :class:`PartialBuild` (run the other parts, then
+        ``prep index OUT``).
 
     Raises:
         BuildError: bad options, no track found, or zero usable tracks.
@@ -1167,8 +1177,7 @@ def build_shards(
                        skipped, started, complete=False)
         say(f"part {part_index}/{part_count} done; {len(pending)} shard(s) of other parts "
             "pending: run them, then `prep index OUT`")
-        result: dict[str, Any] = {"complete": False, "built": sorted(outcomes),
-                                  "pending": pending, "skipped": skipped}
+        result = PartialBuild(built=sorted(outcomes), pending=pending, skipped=skipped)
         if strict and skipped:
             raise StrictError(f"--strict: {len(skipped)} track(s) skipped")
         return result
@@ -1181,10 +1190,10 @@ def build_shards(
         write_manifest(out, manifest)
     except ShardWriteError as exc:
         raise BuildError(f"{exc} (the shards are complete; rerun or `prep index OUT`)") from exc
-    _print_summary(say, [outcomes[s.name] for s in plan.shards], built_now, manifest["skipped"],
+    _print_summary(say, [outcomes[s.name] for s in plan.shards], built_now, manifest.skipped,
                    started, complete=True, manifest=manifest)
-    if strict and manifest["skipped"]:
-        raise StrictError(f"--strict: {len(manifest['skipped'])} track(s) skipped "
+    if strict and manifest.skipped:
+        raise StrictError(f"--strict: {len(manifest.skipped)} track(s) skipped "
                           f"(listed in {out / 'manifest.json'})")
     return manifest
 
@@ -1235,7 +1244,7 @@ def _run_shards(
 def _print_summary(
     say: Callable[[str], None], outcomes: Sequence[ShardOutcome],
     built: Sequence[ShardOutcome], skipped: Sequence[dict[str, str]], started: float,
-    complete: bool, manifest: dict[str, Any] | None = None,
+    complete: bool, manifest: Manifest | None = None,
 ) -> None:
     """Tracks, hours and size per split; throughput of the shards built now; skips; time."""
     elapsed = time.perf_counter() - started
@@ -1256,13 +1265,13 @@ def _print_summary(
         say(f"  built now: {audio_s:.1f} s of audio in {cpu:.1f} CPU-s in workers "
             f"({audio_s / max(cpu, 1e-9):.1f} audio-s per CPU-s), decode+resample "
             f"{100 * decode / max(cpu, 1e-9):.0f}% of it, peak RSS per worker {peak:.0f} MiB")
-    if manifest is not None and manifest.get("class_weight"):
-        say(f"  train activity rate {manifest['activity_rate']}, "
-            f"class weights {manifest['class_weight']}")
+    if manifest is not None and manifest.class_weight:
+        say(f"  train activity rate {manifest.activity_rate}, "
+            f"class weights {manifest.class_weight}")
     if manifest is not None:
-        for line in manifest.get("problems", []):
+        for line in manifest.problems:
             say(f"  note: {line}")
-    notes = manifest.get("warnings", []) if manifest is not None else []
+    notes = manifest.warnings if manifest is not None else []
     for entry in notes[:20]:
         say(f"  warning {entry['track']}: {entry['warning']}")
     if len(notes) > 20:

@@ -70,12 +70,12 @@ from prep.music_stats import (
 )
 from prep.shards import (
     DEFAULT_LAYOUT,
-    FORMAT_VERSION,
     FRAME_FIELDS,
     MANIFEST_NAME,
     PACKED_BINS,
     REQUIRED_ROOT_ATTRS,
     SAMPLE_FIELDS,
+    Manifest,
     ShardError,
     read_attrs,
     read_manifest,
@@ -230,18 +230,18 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _shard_paths(root: Path, manifest: Mapping[str, Any]) -> list[tuple[str, Path]]:
-    return [(str(s["split"]), root / str(s["path"])) for s in manifest["shards"]]
+def _shard_paths(root: Path, manifest: Manifest) -> list[tuple[str, Path]]:
+    return [(s.split, root / s.path) for s in manifest.shards]
 
 
-def collect_shard_facts(shards_root: Path, manifest: Mapping[str, Any]) -> ShardFacts:
+def collect_shard_facts(shards_root: Path, manifest: Manifest) -> ShardFacts:
     """Read the shards' attributes and dataset headers (never their arrays).
 
     Raises:
         ShardError: a shard named by the manifest is missing or is not a scorecritic shard.
     """
     root = Path(shards_root)
-    instruments = list(manifest["instruments"])
+    instruments = list(manifest.instruments)
     paths = _shard_paths(root, manifest)
     if not paths:
         raise ShardError(f"{root / MANIFEST_NAME}: lists no shards")
@@ -303,27 +303,27 @@ def collect_shard_facts(shards_root: Path, manifest: Mapping[str, Any]) -> Shard
     return facts
 
 
-def corpus_root(manifest: Mapping[str, Any]) -> str:
+def corpus_root(manifest: Manifest) -> str:
     """The folder the shards were built from: the build's provenance (``corpus_root``), or,
     for shards built before provenance existed, an absolute ``source_corpus``; else ``""``."""
-    recorded = (manifest.get("provenance") or {}).get("corpus_root")
+    recorded = (manifest.provenance or {}).get("corpus_root")
     if isinstance(recorded, str):
         return recorded
-    legacy = str((manifest.get("source") or {}).get("source_corpus", ""))
+    legacy = str((manifest.source or {}).get("source_corpus", ""))
     return legacy if Path(legacy).is_absolute() else ""
 
 
-def instrument_map_source(manifest: Mapping[str, Any]) -> str:
+def instrument_map_source(manifest: Manifest) -> str:
     """The instrument map the build read: a packaged map's name, or the file the build recorded
     as provenance (shards store only its file name); ``""`` when unknown."""
-    recorded = (manifest.get("provenance") or {}).get("instrument_map_path")
+    recorded = (manifest.provenance or {}).get("instrument_map_path")
     if isinstance(recorded, str):
         return recorded
-    return str((manifest.get("instrument_map") or {}).get("source", ""))
+    return str((manifest.instrument_map or {}).get("source", ""))
 
 
 def detect_corpus(
-    manifest: Mapping[str, Any], display: PathDisplay | None = None
+    manifest: Manifest, display: PathDisplay | None = None
 ) -> CorpusInfo:
     """Slakh2100 or the synthetic demo corpus, from the manifest's ``source``.
 
@@ -332,7 +332,7 @@ def detect_corpus(
     in ``source`` itself. A corpus folder that no longer exists is assumed to be Slakh2100 and the
     card says so.
     """
-    source = manifest.get("source") or {}
+    source = manifest.source or {}
     raw = corpus_root(manifest)
     shown = display.show(raw) if display else raw
     config = source.get("synth_slakh")
@@ -418,7 +418,7 @@ def _command_option(command: str | None, option: str) -> str | None:
 
 
 def make_path_display(
-    shards_root: Path | None, manifest: Mapping[str, Any], command: str | None,
+    shards_root: Path | None, manifest: Manifest, command: str | None,
     base: Path | None = None,
 ) -> PathDisplay:
     """Display rules for the corpus root and the shard folder (see :class:`PathDisplay`)."""
@@ -489,24 +489,24 @@ def _gm_program_names() -> dict[int, str]:
     return {int(k): str(v["name"]) for k, v in json.loads(text).items()}
 
 
-def _split_stats(manifest: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+def _split_stats(manifest: Manifest) -> dict[str, dict[str, Any]]:
     """Per split: tracks, shards, bytes, samples (from the manifest's shard list)."""
     stats: dict[str, dict[str, Any]] = {}
-    for shard in manifest["shards"]:
+    for shard in manifest.shards:
         entry = stats.setdefault(
-            str(shard["split"]), {"tracks": 0, "shards": 0, "bytes": 0, "samples": 0}
+            shard.split, {"tracks": 0, "shards": 0, "bytes": 0, "samples": 0}
         )
         entry["shards"] += 1
-        entry["bytes"] += int(shard.get("bytes", 0))
-        for track in shard["tracks"]:
+        entry["bytes"] += shard.bytes
+        for track in shard.tracks:
             entry["tracks"] += 1
-            entry["samples"] += int(track["n_samples"])
+            entry["samples"] += track.n_samples
     ordered = [s for s in SPLIT_ORDER if s in stats] + sorted(set(stats) - set(SPLIT_ORDER))
     return {s: stats[s] for s in ordered}
 
 
-def _split_hours(manifest: Mapping[str, Any], split: str, stats: Mapping[str, Any]) -> float:
-    hours = (manifest.get("hours") or {}).get(split)
+def _split_hours(manifest: Manifest, split: str, stats: Mapping[str, Any]) -> float:
+    hours = (manifest.hours or {}).get(split)
     return float(hours) if hours is not None else stats["samples"] / SAMPLE_RATE / 3600
 
 
@@ -528,16 +528,16 @@ class CorpusMusic:
     note: str = ""
 
 
-def sustain_applied(manifest: Mapping[str, Any]) -> bool:
+def sustain_applied(manifest: Manifest) -> bool:
     """Whether the build extended notes by the sustain pedal (``source.sustain_pedal``).
 
     Builds made before the setting existed did not apply the pedal, so a missing entry is
     False.
     """
-    return bool((manifest.get("source") or {}).get("sustain_pedal", False))
+    return bool((manifest.source or {}).get("sustain_pedal", False))
 
 
-def measure_corpus_music(manifest: Mapping[str, Any]) -> CorpusMusic:
+def measure_corpus_music(manifest: Manifest) -> CorpusMusic:
     """Music statistics of the shards' tracks, read from the corpus named in the manifest.
 
     The tracks, the instrument map and the sustain setting are the build's (manifest); only
@@ -547,11 +547,11 @@ def measure_corpus_music(manifest: Mapping[str, Any]) -> CorpusMusic:
     corpus = Path(raw)
     if not raw or not corpus.is_dir():
         return CorpusMusic(None, "the corpus folder was not found when this card was written")
-    track_ids = {str(t["track_id"]) for s in manifest["shards"] for t in s["tracks"]}
+    track_ids = {t.track_id for t in manifest.tracks()}
     try:
-        raw_map = manifest.get("instrument_map") or {}
+        raw_map = manifest.instrument_map or {}
         imap = parse_instrument_map(raw_map, str(raw_map.get("source", "manifest")))
-        stats = measure_corpus(corpus, imap, [str(n) for n in manifest["instruments"]],
+        stats = measure_corpus(corpus, imap, [str(n) for n in manifest.instruments],
                                sustain_applied(manifest), track_ids)
     except (MusicStatsError, SlakhError) as error:
         return CorpusMusic(None, f"the corpus could not be measured ({error})")
@@ -560,7 +560,7 @@ def measure_corpus_music(manifest: Mapping[str, Any]) -> CorpusMusic:
 
 @dataclass
 class _Context:
-    manifest: Mapping[str, Any]
+    manifest: Manifest
     facts: ShardFacts | None
     corpus: CorpusInfo
     display: PathDisplay
@@ -573,7 +573,7 @@ class _Context:
 
     @property
     def source(self) -> Mapping[str, Any]:
-        return self.manifest.get("source") or {}
+        return self.manifest.source or {}
 
     @property
     def n_tracks(self) -> int:
@@ -589,7 +589,7 @@ class _Context:
 
     @property
     def uses_patch_names(self) -> bool:
-        imap = self.manifest.get("instrument_map") or {}
+        imap = self.manifest.instrument_map or {}
         classes = imap.get("classes") or {}
         return PATCH_MAP_NAME in self.map_source or any(
             c.get("plugin_names") for c in classes.values()
@@ -641,7 +641,7 @@ def _summary(ctx: _Context) -> list[str]:
         "magnitude spectrogram X, the per-instrument piano roll Y, the harmonic mask A and "
         f"frame activity; {_stems_sentence(ctx)} "
         f"Built by scorecritic {version} (shard format_version "
-        f"{ctx.manifest.get('format_version')}); read with `prep.shards.ShardSet` or plain "
+        f"{ctx.manifest.format_version}); read with `prep.shards.ShardSet` or plain "
         "h5py.",
         "",
     ]
@@ -950,9 +950,9 @@ def _expected_gb_per_hour(ctx: _Context, stem_tracks: int, tracks: int) -> str:
 
 
 def _activity_table(ctx: _Context) -> list[str]:
-    rates = ctx.manifest.get("activity_rate") or {}
-    weights = ctx.manifest.get("class_weight") or {}
-    imap = (ctx.manifest.get("instrument_map") or {}).get("classes") or {}
+    rates = ctx.manifest.activity_rate or {}
+    weights = ctx.manifest.class_weight or {}
+    imap = (ctx.manifest.instrument_map or {}).get("classes") or {}
     paper_weights: dict[str, float] = {}
     if all(n in PAPER_ACTIVITY_RATE for n in ctx.instruments):
         values = class_weights(np.array([PAPER_ACTIVITY_RATE[n] for n in ctx.instruments]))
@@ -1001,9 +1001,9 @@ def _listing(entries: Sequence[Mapping[str, str]], key: str, display: PathDispla
 
 
 def _issues(ctx: _Context) -> list[str]:
-    skipped = list(ctx.manifest.get("skipped") or [])
-    notes = list(ctx.manifest.get("warnings") or [])
-    problems = list(ctx.manifest.get("problems") or [])
+    skipped = list(ctx.manifest.skipped or [])
+    notes = list(ctx.manifest.warnings or [])
+    problems = list(ctx.manifest.problems or [])
     lines = ["### Skipped tracks, warnings and dropped notes", ""]
     lines.append(f"**{len(skipped)} track(s) skipped** by the build"
                  + (" (first ones, sorted by id):" if skipped else "."))
@@ -1042,7 +1042,7 @@ DEFECT_CLASSES_TEXT = [
 
 
 def _defect_rows(ctx: _Context, defects: Sequence[Mapping[str, Any]]) -> list[list[str]]:
-    skipped = {str(s["track"]) for s in ctx.manifest.get("skipped") or []}
+    skipped = {str(s["track"]) for s in ctx.manifest.skipped or []}
     rows = []
     for d in defects[:MAX_LISTED]:
         action = str(d["action"])
@@ -1055,9 +1055,9 @@ def _defect_rows(ctx: _Context, defects: Sequence[Mapping[str, Any]]) -> list[li
 
 
 def _leakage_lines(ctx: _Context) -> list[str]:
-    pairs = list(ctx.manifest.get("split_leakage") or [])
+    pairs = list(ctx.manifest.split_leakage or [])
     scheme = ctx.source.get("split_scheme", "split2")
-    unread = [d for d in ctx.manifest.get("defects") or [] if d.get("action") == LEFT_OUT]
+    unread = [d for d in ctx.manifest.defects or [] if d.get("action") == LEFT_OUT]
     lines = ["### Split leakage", "",
              f"The {ctx.n_tracks} built tracks of the {scheme} splits "
              f"({', '.join(ctx.stats) or 'none'}) were compared"
@@ -1084,8 +1084,8 @@ def _leakage_lines(ctx: _Context) -> list[str]:
 def _defects_section(ctx: _Context) -> list[str]:
     """Known Slakh defects found in this build, what was done with each, and split leakage."""
     lines = ["## Known defects and split leakage", ""]
-    problems = [str(p) for p in ctx.manifest.get("problems") or []]
-    if "defects" not in ctx.manifest or any(REPORT_MISSING in p for p in problems):
+    problems = [str(p) for p in ctx.manifest.problems or []]
+    if any(REPORT_MISSING in p for p in problems):
         return [*lines, "Not recorded: these shards were built before the defect checks "
                 "(`prep/defects.py`); rebuild them with `prep build-shards` to list the known "
                 "defects found and any music shared across splits.", ""]
@@ -1100,7 +1100,7 @@ def _defects_section(ctx: _Context) -> list[str]:
     if ctx.corpus.synthetic:
         lines += ["This corpus is not Slakh2100: its tracks reuse Slakh's ids, not its music, "
                   "so no known-bad entry and no bass-octave check applies.", ""]
-    defects = list(ctx.manifest.get("defects") or [])
+    defects = list(ctx.manifest.defects or [])
     lines.append(f"**{len(defects)} defect(s) found** in this corpus"
                  + ((" (first ones, sorted by track):" if len(defects) > MAX_LISTED else ":")
                     if defects else "."))
@@ -1118,16 +1118,16 @@ def _defects_section(ctx: _Context) -> list[str]:
     return lines + _leakage_lines(ctx)
 
 
-def reconstruct_command(manifest: Mapping[str, Any], display: PathDisplay,
+def reconstruct_command(manifest: Manifest, display: PathDisplay,
                         shards_shown: str) -> str:
     """The ``prep build-shards`` command line that the manifest's parameters correspond to."""
-    source = manifest.get("source") or {}
-    params = manifest.get("params") or {}
+    source = manifest.source or {}
+    params = manifest.params or {}
     words = ["prep", "build-shards"]
     corpus = corpus_root(manifest)
     if corpus:
         words += ["--slakh-root", display.show(corpus)]
-    words += ["--out", shards_shown, "--instruments", ",".join(manifest["instruments"])]
+    words += ["--out", shards_shown, "--instruments", ",".join(manifest.instruments)]
     words += ["--split-scheme", str(source.get("split_scheme", "split2"))]
     map_source = display.show(instrument_map_source(manifest) or DEFAULT_INSTRUMENT_MAP_SOURCE)
     if map_source != DEFAULT_INSTRUMENT_MAP_SOURCE:
@@ -1175,7 +1175,7 @@ def synth_command(corpus: CorpusInfo) -> str:
 
 
 def _provenance(ctx: _Context) -> list[str]:
-    params = ctx.manifest.get("params") or {}
+    params = ctx.manifest.params or {}
     source = ctx.source
     how = ("as given to `prep card --command`" if ctx.command_given else
            "reconstructed from the manifest's parameters; `--shard-size-mb` and `--workers` are "
@@ -1227,7 +1227,7 @@ def _provenance(ctx: _Context) -> list[str]:
 
 
 def _instrument_map(ctx: _Context) -> list[str]:
-    imap = ctx.manifest.get("instrument_map") or {}
+    imap = ctx.manifest.instrument_map or {}
     classes = imap.get("classes") or {}
     gm = _gm_program_names()
     rows = []
@@ -1307,9 +1307,9 @@ def _limitations(ctx: _Context) -> list[str]:
         f"- **Range**: notes outside MIDI {MIDI_MIN}–{MIDI_MAX} are dropped from the rolls "
         "(counted above); drum stems never contribute to any roll.",
         "- **Harmonic mask**: equal-tempered harmonics f0·(l+1), l < "
-        f"{(ctx.manifest.get('params') or {}).get('n_harmonics', DEFAULT_N_HARMONICS)}, of "
-        f"A4 = {(ctx.manifest.get('params') or {}).get('tuning_hz', TUNING_HZ):g} Hz, ±"
-        f"{(ctx.manifest.get('params') or {}).get('tolerance_bins', DEFAULT_TOLERANCE_BINS)} "
+        f"{(ctx.manifest.params or {}).get('n_harmonics', DEFAULT_N_HARMONICS)}, of "
+        f"A4 = {(ctx.manifest.params or {}).get('tuning_hz', TUNING_HZ):g} Hz, ±"
+        f"{(ctx.manifest.params or {}).get('tolerance_bins', DEFAULT_TOLERANCE_BINS)} "
         "bin; inharmonicity (piano strings), detuning and noise components are not modelled. "
         "The paper does not give the number of harmonics.",
         "- **Activity rates** depend on the instrument map; the paper's grouping of Slakh "
@@ -1454,7 +1454,7 @@ def _music_section(ctx: _Context) -> list[str]:
 
 
 def _maintenance(ctx: _Context) -> list[str]:
-    version = int(ctx.manifest.get("format_version", FORMAT_VERSION))
+    version = int(ctx.manifest.format_version)
     changelog = [f"- format_version {v}: {text}" for v, text in sorted(FORMAT_CHANGELOG.items())
                  if v <= version]
     out = ctx.shards_shown
@@ -1490,7 +1490,7 @@ def _maintenance(ctx: _Context) -> list[str]:
 
 
 def render_card(
-    manifest: Mapping[str, Any],
+    manifest: Manifest,
     facts: ShardFacts | None = None,
     command: str | None = None,
     corpus: CorpusInfo | None = None,
@@ -1521,7 +1521,7 @@ def render_card(
         command=command.strip() if command else reconstruct_command(manifest, display,
                                                                     shards_shown),
         command_given=bool(command), shards_shown=shards_shown,
-        instruments=[str(n) for n in manifest["instruments"]], stats=_split_stats(manifest),
+        instruments=[str(n) for n in manifest.instruments], stats=_split_stats(manifest),
         music=music,
     )
     title = "the synthetic demo corpus" if corpus.synthetic else "Slakh2100"

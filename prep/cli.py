@@ -186,10 +186,9 @@ def index_command(out: Path) -> None:
         manifest = index_shards(out)
     except (ShardError, OSError) as error:  # OSError: the manifest cannot be written
         raise click.ClickException(str(error)) from error
-    tracks = sum(len(s["tracks"]) for s in manifest["shards"])
-    click.echo(f"{out / 'manifest.json'}: {len(manifest['shards'])} shards, {tracks} tracks, "
-               f"hours {manifest['hours']}, {len(manifest['skipped'])} skipped")
-    for problem in manifest.get("problems", []):
+    click.echo(f"{out / 'manifest.json'}: {len(manifest.shards)} shards, {manifest.n_tracks} "
+               f"tracks, hours {manifest.hours}, {len(manifest.skipped)} skipped")
+    for problem in manifest.problems:
         click.echo(f"note: {problem}", err=True)
 
 

@@ -17,7 +17,10 @@ build record. That makes the cluster's job easy to state:
 
 Scheduler, as ``--scheduler``: an address (``tcp://10.0.0.5:8786``), a scheduler file written
 by ``dask scheduler --scheduler-file FILE`` (the usual way on SLURM), or nothing, which starts
-a :class:`distributed.LocalCluster` of ``--workers`` single-threaded processes on this machine.
+a :class:`distributed.LocalCluster` of ``--workers`` single-threaded processes on this machine
+(:func:`local_cluster`). On a cluster of your own, start workers with ``--nthreads 1`` (a
+shard is one single-threaded task) and, unless you watch the dashboard's profiles,
+``DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False``.
 
 Example (a SLURM allocation with a shared file system)::
 
@@ -35,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from distributed import Client
+    from distributed import Client, LocalCluster
 
     from prep.build import ShardJob, ShardOutcome
 
@@ -49,18 +52,29 @@ class ClusterError(RuntimeError):
     """The Dask cluster cannot be reached or used (the message names the scheduler)."""
 
 
+def local_cluster(workers: int) -> LocalCluster:
+    """A cluster of ``workers`` single-threaded worker processes on this machine, without the
+    workers' statistical profiler (a dashboard aid that samples every task's stack every 10 ms:
+    ``benchmarks/perf/dask_overhead.py`` measured it at about 7 % of a build's CPU)."""
+    import dask
+    from distributed import LocalCluster
+
+    with dask.config.set({"distributed.worker.profile.enabled": False}):
+        return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                            dashboard_address=":0")
+
+
 @contextlib.contextmanager
 def dask_client(scheduler: str | None, workers: int) -> Iterator[Client]:
     """A connected :class:`distributed.Client`: to ``scheduler`` (address or scheduler file),
     or to a new local cluster of ``workers`` single-threaded worker processes."""
     try:
-        from distributed import Client, LocalCluster
+        from distributed import Client
     except ImportError as error:
         raise ClusterError("--backend dask needs Dask's distributed package: "
                            "pip install 'scorecritic[dask]'") from error
     if scheduler is None:
-        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                          dashboard_address=":0") as cluster, Client(cluster) as client:
+        with local_cluster(workers) as cluster, Client(cluster) as client:
             yield client
         return
     try:

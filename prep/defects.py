@@ -61,13 +61,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import yaml
 
 from prep.atomic import atomic_write_text
 from prep.slakh import MIDI_EXTENSION, TrackMetadata
+
+if TYPE_CHECKING:
+    from prep.shards import Manifest
 
 KNOWN_DEFECTS_FILE = "slakh_known_defects.yaml"
 REPORT_NAME = "defects.json"  # OUT/defects.json, written by build-shards, read by prep index
@@ -264,6 +267,9 @@ def _missing_audio_reason(meta: TrackMetadata, key: str, instrument: str,
     """(kind, reason) for a selected stem without audio, from its ``audio_rendered`` flag."""
     flag = (meta.raw.get("stems", {}).get(key) or {}).get("audio_rendered")
     where = f"{meta.expected_audio_path(key)}: missing audio of selected {instrument} stem {key}"
+    if meta.midi_path(key) is None:
+        where = (f"{meta.expected_audio_path(key)}: selected {instrument} stem {key} has neither "
+                 f"audio nor MIDI ({meta.expected_midi_path(key).name})")
     if flag is True:
         return "rendered-but-missing", (f"{where}; its metadata says audio_rendered: true, so "
                                         "the file should be there (incomplete copy?)")
@@ -746,25 +752,18 @@ def read_report(out: Path) -> dict[str, Any]:
     return {k: report[k] for k in keys if k in report} if isinstance(report, dict) else {}
 
 
-def apply_report(manifest: Any, out: Path) -> None:
+def apply_report(manifest: Manifest, out: Path) -> None:
     """Fill a manifest's ``defects`` and ``split_leakage`` from ``OUT/defects.json``.
 
-    ``manifest`` is a dict or an object with those attributes and ``problems``; without the
-    report (shards built before the checks) both stay empty and ``problems`` says so
-    (:data:`REPORT_MISSING`), so "none found" is never claimed for an unchecked build.
+    Without the report (shards built before the checks) both stay empty and ``problems`` says
+    so (:data:`REPORT_MISSING`), so "none found" is never claimed for an unchecked build.
     """
     report = read_report(out)
-    values = {"defects": report.get("defects", []),
-              "split_leakage": report.get("split_leakage", [])}
-    if isinstance(manifest, dict):
-        manifest.update(values)
-        problems = manifest.setdefault("problems", [])
-    else:
-        for key, value in values.items():
-            setattr(manifest, key, value)
-        problems = manifest.problems
+    manifest.defects = list(report.get("defects", []))
+    manifest.split_leakage = list(report.get("split_leakage", []))
     if not report:
-        problems.append(f"{Path(out) / REPORT_NAME}: {REPORT_MISSING} (rebuild to check)")
+        manifest.problems.append(f"{Path(out) / REPORT_NAME}: {REPORT_MISSING} (rebuild to "
+                                 "check)")
 
 
 def summarise(defects: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, int]]:

@@ -66,16 +66,21 @@ harmonic mask bit-packed (8x smaller than bools before compression, and 3x cheap
 than lzf-compressed bools), audio uncompressed in 32000-sample chunks. Mix (0.23 GB/h) and
 spec (0.24 GB/h) are nearly all of the size; stems add 0.23 GB/h per instrument.
 
-Manifest (``OUT/manifest.json``), filled by ``prep build-shards`` and rebuilt from the shards
-alone by :func:`manifest_from_shards` (``prep index``)::
+Manifest (``OUT/manifest.json``): the typed :class:`Manifest` (``schema_version`` 2), filled by
+``prep build-shards`` and rebuilt from the shards and build records by ``prep index``::
 
-    {"format_version": 1,
-     "shards": [{"path": "train/train-00000.h5", "sha256": ..., "bytes": ..., "split": "train",
+    {"shards": [{"path": "train/train-00000.h5", "sha256": ..., "bytes": ..., "split": "train",
                  "tracks": [{"track_id", "n_frames", "n_samples", "has_stems"}]}],
-     "hours": {split: hours}, "instruments": [...],
-     "activity_rate": {instrument: rate}, "class_weight": {instrument: weight}  (train split),
-     "instrument_map": ..., "params": FeatureParams, "source": {...},
-     "skipped": [{"track", "reason"}]}
+     "instruments": [...], "hours": {split: hours}, "params": FeatureParams, "source": {...},
+     "instrument_map": ..., "activity_rate": {instrument: rate},
+     "class_weight": {instrument: weight}  (train split), "skipped": [{"track", "reason"}],
+     "warnings": [...], "problems": [...], "defects": [...], "split_leakage": [...],
+     "provenance": {"corpus_root", "hosts", "built_from", "built_to", ...},
+     "format_version": 1, "schema_version": 2}
+
+Every field is part of the manifest's content except ``provenance`` (where and when); the
+shards themselves never name a place, a host or a time, so their checksums do not depend on
+where they were built.
 """
 
 from __future__ import annotations
@@ -85,7 +90,7 @@ import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -229,6 +234,16 @@ class TrackInfo:
         return self.n_samples / SAMPLE_RATE
 
 
+@dataclass(frozen=True)
+class TrackEntry:
+    """One track of a shard, as the manifest lists it."""
+
+    track_id: str
+    n_frames: int
+    n_samples: int
+    has_stems: bool
+
+
 @dataclass
 class ShardRecord:
     """A finished shard, as listed in the manifest (``path`` relative to OUT)."""
@@ -237,16 +252,21 @@ class ShardRecord:
     sha256: str
     bytes: int
     split: str
-    tracks: list[dict[str, Any]]
+    tracks: list[TrackEntry]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "sha256": self.sha256,
-            "bytes": self.bytes,
-            "split": self.split,
-            "tracks": [dict(t) for t in self.tracks],
-        }
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> ShardRecord:
+        """Parse and check one ``shards[k]`` entry; ShardError names ``where`` and the field."""
+        fields = _check_fields(data, cls, where)
+        tracks = fields["tracks"]
+        if not isinstance(tracks, list):
+            raise ShardError(f"{where}.tracks: expected a list, got {type(tracks).__name__}")
+        return cls(**{**fields, "tracks": [
+            TrackEntry(**_check_fields(t, TrackEntry, f"{where}.tracks[{i}]"))
+            for i, t in enumerate(tracks)]})
 
 
 def shard_path(out: Path, split: str, index: int) -> Path:
@@ -370,7 +390,7 @@ class ShardWriter:
         self.feature_params = feature_params
         self.layout = layout
         self.record: ShardRecord | None = None
-        self._tracks: list[dict[str, Any]] = []
+        self._tracks: list[TrackEntry] = []
         self._temp = partial_path(self.path)
         self._file: h5py.File | None = None
         try:
@@ -507,12 +527,7 @@ class ShardWriter:
             self._create_dataset(group, "harmonic_mask", mask, chunk, bitpacked=False)
         self._create_dataset(group, "activity", arrays["activity"], chunk)
         self._tracks.append(
-            {
-                "track_id": track.track_id,
-                "n_frames": int(frames),
-                "n_samples": int(n_samples),
-                "has_stems": arrays["stems"] is not None,
-            }
+            TrackEntry(track.track_id, int(frames), int(n_samples), arrays["stems"] is not None)
         )
 
     def close(self) -> ShardRecord:
@@ -623,36 +638,188 @@ def validate_track(track: TrackArrays, n_instruments: int) -> dict[str, np.ndarr
 # --------------------------------------------------------------------------------------------
 
 
-def write_manifest(out: Path, manifest: Mapping[str, Any]) -> Path:
-    """Write ``OUT/manifest.json`` atomically (temporary file, fsync, rename)."""
-    text = json.dumps(manifest, indent=2, default=_json_default) + "\n"
-    return atomic_write_text(
-        Path(out) / MANIFEST_NAME, text, fault="manifest-write", action="cannot write manifest"
-    )
+MANIFEST_SCHEMA_VERSION = 2  # the manifest's layout (2: typed, with provenance)
 
 
-def read_manifest(out: Path) -> dict[str, Any]:
-    """Read ``OUT/manifest.json``; ShardError if it is missing, unreadable or of another format."""
-    path = Path(out) / MANIFEST_NAME
-    if not path.is_file():
-        raise ShardError(
-            f"{path}: no manifest (build shards with `prep build-shards`, or rebuild the "
-            "manifest from existing shards with `prep index`)"
-        )
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        raise ShardError(f"{path}: unreadable manifest ({error})") from error
-    found = manifest.get("format_version")
-    if found != FORMAT_VERSION:
-        raise ShardError(
-            f"{path}: format_version {found} found, this scorecritic reads format_version "
-            f"{FORMAT_VERSION}; rebuild the shards with this version"
-        )
-    for key in ("shards", "instruments"):
-        if key not in manifest:
-            raise ShardError(f"{path}: manifest has no {key!r}")
-    return manifest
+def _check_fields(data: Any, cls: type, where: str) -> dict[str, Any]:
+    """``data``'s keys are exactly ``cls``'s fields (those with defaults may be missing) and
+    each value has the field's basic JSON type; returns them. ShardError names ``where``."""
+    if not isinstance(data, dict):
+        raise ShardError(f"{where}: expected an object, got {type(data).__name__}")
+    declared = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(declared))
+    if unknown:
+        raise ShardError(f"{where}: unknown field(s) {unknown} (written by another scorecritic "
+                         "version? `prep index OUT` rewrites the manifest from the shards)")
+    required = [n for n, f in declared.items() if f.default is MISSING
+                and f.default_factory is MISSING]
+    missing = [n for n in required if n not in data]
+    if missing:
+        raise ShardError(f"{where}: missing field(s) {missing} (`prep index OUT` rewrites the "
+                         "manifest from the shards)")
+    for name, value in data.items():
+        expected = _JSON_TYPES.get(str(declared[name].type))
+        if expected is not None and not isinstance(value, expected):
+            raise ShardError(f"{where}.{name}: expected {declared[name].type}, got "
+                             f"{type(value).__name__} {value!r:.60}")
+    return dict(data)
+
+
+# the basic JSON type of each annotation used by the manifest's dataclasses
+_JSON_TYPES: dict[str, type | tuple[type, ...]] = {
+    "str": str, "int": int, "bool": bool, "float": (int, float),
+    "list[TrackEntry]": list, "list[ShardRecord]": list, "list[str]": list,
+    "dict[str, float]": dict, "dict[str, Any]": dict, "list[dict[str, Any]]": list,
+    "dict[str, float] | None": (dict, type(None)), "dict[str, Any] | None": (dict, type(None)),
+}
+
+
+@dataclass
+class Manifest:
+    """``OUT/manifest.json``: what a shard folder holds, and how it was built.
+
+    The one typed view of the manifest, for every reader and writer. Written by
+    ``prep build-shards`` and, from the shard files and build records alone, by ``prep index``
+    (:func:`manifest_from_shards`). Everything but ``provenance`` is a function of the corpus
+    and the build's options; ``provenance`` (corpus folder, hosts, build times) says where and
+    when, and is left out of comparisons (``==``) and of :meth:`content_sha256`.
+
+    Example::
+
+        >>> manifest = Manifest.read(Path("data"))              # doctest: +SKIP
+        >>> manifest.instruments, manifest.hours["train"]        # doctest: +SKIP
+        (['piano', 'guitar', 'bass'], 1.23)
+        >>> [t.track_id for t in manifest.tracks("test")][:2]    # doctest: +SKIP
+        ['Track01877', 'Track01878']
+    """
+
+    shards: list[ShardRecord]
+    instruments: list[str]
+    hours: dict[str, float]
+    params: dict[str, Any]  # FeatureParams.to_dict(): see :attr:`feature_params`
+    source: dict[str, Any]  # the shards' source root attrs (split scheme, stems mode, ...)
+    instrument_map: dict[str, Any] | None = None
+    activity_rate: dict[str, float] | None = None  # r_i over the train split
+    class_weight: dict[str, float] | None = None  # prep.features.class_weights(r)
+    skipped: list[dict[str, Any]] = field(default_factory=list)  # {"track", "reason"}
+    warnings: list[dict[str, Any]] = field(default_factory=list)  # {"track", "warning"}
+    problems: list[str] = field(default_factory=list)  # e.g. a shard without build record
+    defects: list[dict[str, Any]] = field(default_factory=list)  # known dataset defects met
+    split_leakage: list[dict[str, Any]] = field(default_factory=list)  # similar scores across splits
+    provenance: dict[str, Any] = field(default_factory=dict, compare=False)
+    format_version: int = FORMAT_VERSION
+    schema_version: int = MANIFEST_SCHEMA_VERSION
+
+    # -- reading and writing --------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: Any, where: str = MANIFEST_NAME) -> Manifest:
+        """Parse and check a manifest's JSON object; ShardError names ``where`` and the field."""
+        if isinstance(data, dict):
+            if data.get("format_version") != FORMAT_VERSION:
+                raise ShardError(
+                    f"{where}: format_version {data.get('format_version')} found, this "
+                    f"scorecritic reads format_version {FORMAT_VERSION}; rebuild the shards "
+                    "with this version")
+            if data.get("schema_version") != MANIFEST_SCHEMA_VERSION:
+                raise ShardError(
+                    f"{where}: manifest schema_version {data.get('schema_version')} found, "
+                    f"expected {MANIFEST_SCHEMA_VERSION}; `prep index OUT` rewrites it from the "
+                    "shards (no rebuild needed)")
+        values = _check_fields(data, cls, where)
+        shards = [ShardRecord.from_dict(e, f"{where}: shards[{k}]")
+                  for k, e in enumerate(values["shards"])]
+        manifest = cls(**{**values, "shards": shards})
+        manifest.validate(where)
+        return manifest
+
+    def validate(self, where: str = MANIFEST_NAME) -> None:
+        """Cross-field checks: distinct instruments and shard paths, shards in their split's
+        folder, per-instrument tables keyed by exactly the instruments, valid feature params."""
+        if not self.instruments or len(set(self.instruments)) != len(self.instruments):
+            raise ShardError(f"{where}: instruments must be distinct names, got "
+                             f"{self.instruments}")
+        paths = [s.path for s in self.shards]
+        if len(set(paths)) != len(paths):
+            raise ShardError(f"{where}: a shard is listed twice")
+        for shard in self.shards:
+            if not shard.path.startswith(f"{shard.split}/"):
+                raise ShardError(f"{where}: shard {shard.path} is not in its split's folder "
+                                 f"{shard.split}/")
+        for name in ("activity_rate", "class_weight"):
+            table = getattr(self, name)
+            if table is not None and sorted(table) != sorted(self.instruments):
+                raise ShardError(f"{where}: {name} is keyed by {sorted(table)}, not by the "
+                                 f"instruments {self.instruments}")
+        try:
+            self.feature_params  # noqa: B018  (validates the stored parameters)
+        except (TypeError, ValueError) as error:
+            raise ShardError(f"{where}: params: {error}") from error
+
+    @classmethod
+    def read(cls, out: Path | str) -> Manifest:
+        """Read ``OUT/manifest.json``; ShardError if missing, unreadable or invalid."""
+        path = Path(out) / MANIFEST_NAME
+        if not path.is_file():
+            raise ShardError(
+                f"{path}: no manifest (build shards with `prep build-shards`, or rebuild the "
+                "manifest from existing shards with `prep index`)"
+            )
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as error:
+            raise ShardError(f"{path}: unreadable manifest ({error})") from error
+        return cls.from_dict(data, str(path))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object written to ``manifest.json`` (fields in declaration order)."""
+        return asdict(self)
+
+    def write(self, out: Path) -> Path:
+        """Write ``OUT/manifest.json`` atomically (temporary file, fsync, rename)."""
+        text = json.dumps(self.to_dict(), indent=2, default=_json_default) + "\n"
+        return atomic_write_text(Path(out) / MANIFEST_NAME, text, fault="manifest-write",
+                                 action="cannot write manifest")
+
+    # -- views ----------------------------------------------------------------------------------
+    @property
+    def feature_params(self) -> FeatureParams:
+        return FeatureParams(**self.params)
+
+    @property
+    def splits(self) -> list[str]:
+        """The splits that have shards, in the order train, validation, test, others."""
+        order = {"train": 0, "validation": 1, "test": 2}
+        return sorted({s.split for s in self.shards}, key=lambda x: (order.get(x, 3), x))
+
+    def split_shards(self, split: str) -> list[ShardRecord]:
+        return [s for s in self.shards if s.split == split]
+
+    def tracks(self, split: str | None = None) -> list[TrackEntry]:
+        """Every track (of ``split``), in shard order."""
+        return [t for s in self.shards if split in (None, s.split) for t in s.tracks]
+
+    @property
+    def n_tracks(self) -> int:
+        return sum(len(s.tracks) for s in self.shards)
+
+    def content_sha256(self) -> str:
+        """A hash of what the shards are (checksums, instruments, params, source), not of where
+        or when they were built: runs record it to name the data they trained on."""
+        content = {"shards": [(s.path, s.sha256) for s in self.shards],
+                   "instruments": self.instruments, "params": self.params,
+                   "source": self.source}
+        text = json.dumps(content, sort_keys=True, default=_json_default)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+def write_manifest(out: Path, manifest: Manifest) -> Path:
+    """Write ``OUT/manifest.json`` atomically (:meth:`Manifest.write`)."""
+    return manifest.write(out)
+
+
+def read_manifest(out: Path) -> Manifest:
+    """Read and check ``OUT/manifest.json`` (:meth:`Manifest.read`)."""
+    return Manifest.read(out)
 
 
 def list_shard_files(out: Path) -> list[Path]:
@@ -665,7 +832,7 @@ def list_shard_files(out: Path) -> list[Path]:
 
 def manifest_from_shards(
     out: Path, known_sha256: Mapping[str, str] | None = None
-) -> dict[str, Any]:
+) -> Manifest:
     """Rebuild the manifest from the shard files alone (``prep index``).
 
     ``known_sha256`` maps shard paths relative to OUT to checksums the caller has just computed
@@ -682,13 +849,14 @@ def manifest_from_shards(
     files = list_shard_files(out)
     if not files:
         raise ShardError(f"{out}: no shard files OUT/<split>/*{SHARD_SUFFIX} found")
-    previous: dict[str, Any] = {}
+    previous: dict[str, Any] = {}  # any older manifest, typed or not: only read for fallbacks
     if (out / MANIFEST_NAME).is_file():
         try:
             previous = json.loads((out / MANIFEST_NAME).read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             previous = {}
-    shards: list[dict[str, Any]] = []
+        previous = previous if isinstance(previous, dict) else {}
+    shards: list[ShardRecord] = []
     instruments: list[str] | None = None
     params: dict[str, Any] | None = None
     source: dict[str, Any] = {}
@@ -720,48 +888,41 @@ def manifest_from_shards(
             for track_id, group in handle["tracks"].items():
                 n_samples = int(group.attrs["n_samples"])
                 n_frames = int(group.attrs["n_frames"])
-                tracks.append(
-                    {
-                        "track_id": track_id,
-                        "n_frames": n_frames,
-                        "n_samples": n_samples,
-                        "has_stems": "stems" in group,
-                    }
-                )
+                tracks.append(TrackEntry(track_id, n_frames, n_samples, "stems" in group))
                 hours[split] = hours.get(split, 0.0) + n_samples / SAMPLE_RATE / 3600
                 if split == "train":
                     counts = np.asarray(group["activity"][()], dtype=bool).sum(axis=0)
                     active_frames = counts if active_frames is None else active_frames + counts
                     train_frames += n_frames
         shards.append(
-            {
-                "path": relative,
-                "sha256": (known_sha256 or {}).get(relative) or sha256_file(path),
-                "bytes": path.stat().st_size,
-                "split": split,
-                "tracks": tracks,
-            }
+            ShardRecord(
+                path=relative,
+                sha256=(known_sha256 or {}).get(relative) or sha256_file(path),
+                bytes=path.stat().st_size,
+                split=split,
+                tracks=tracks,
+            )
         )
-    assert instruments is not None
-    manifest: dict[str, Any] = {
-        "format_version": FORMAT_VERSION,
-        "shards": shards,
-        "hours": {k: round(v, 6) for k, v in sorted(hours.items())},
-        "instruments": instruments,
-    }
+    assert instruments is not None and params is not None
     if active_frames is not None and train_frames > 0:
         rate = activity_rate_from_counts(active_frames, train_frames)
         weight = class_weights(rate)
-        manifest["activity_rate"] = {n: float(r) for n, r in zip(instruments, rate, strict=True)}
-        manifest["class_weight"] = {n: float(w) for n, w in zip(instruments, weight, strict=True)}
+        activity_rate = {n: float(r) for n, r in zip(instruments, rate, strict=True)}
+        class_weight = {n: float(w) for n, w in zip(instruments, weight, strict=True)}
     else:
-        manifest["activity_rate"] = previous.get("activity_rate")
-        manifest["class_weight"] = previous.get("class_weight")
-    manifest["instrument_map"] = source.get("instrument_map", previous.get("instrument_map"))
-    manifest["params"] = params
-    manifest["source"] = {k: v for k, v in source.items() if k != "instrument_map"}
-    manifest["skipped"] = previous.get("skipped", [])
-    return manifest
+        activity_rate = previous.get("activity_rate")
+        class_weight = previous.get("class_weight")
+    return Manifest(
+        shards=shards,
+        instruments=instruments,
+        hours={k: round(v, 6) for k, v in sorted(hours.items())},
+        params=params,
+        source={k: v for k, v in source.items() if k != "instrument_map"},
+        instrument_map=source.get("instrument_map", previous.get("instrument_map")),
+        activity_rate=activity_rate,
+        class_weight=class_weight,
+        skipped=list(previous.get("skipped", [])),
+    )
 
 
 def activity_rate_from_counts(active_frames: np.ndarray, total_frames: int) -> np.ndarray:
@@ -804,8 +965,8 @@ def verify(out: Path) -> list[str]:
         return [str(error)]
     problems: list[str] = []
     listed = {}
-    for entry in manifest["shards"]:
-        listed[(out / entry["path"]).resolve()] = entry
+    for entry in manifest.shards:
+        listed[(out / entry.path).resolve()] = entry
     for path in list_shard_files(out):
         if path.resolve() not in listed:
             problems.append(f"{path}: shard file not listed in {MANIFEST_NAME}")
@@ -816,13 +977,13 @@ def verify(out: Path) -> list[str]:
     return problems
 
 
-def _verify_shard(path: Path, entry: Mapping[str, Any], manifest: Mapping[str, Any]) -> list[str]:
+def _verify_shard(path: Path, entry: ShardRecord, manifest: Manifest) -> list[str]:
     if not path.is_file():
         return [f"{path}: listed in {MANIFEST_NAME} but missing"]
     size = path.stat().st_size
-    if size != entry.get("bytes"):
-        return [f"{path}: {size} bytes, manifest says {entry.get('bytes')} (truncated or changed)"]
-    if sha256_file(path) != entry.get("sha256"):
+    if size != entry.bytes:
+        return [f"{path}: {size} bytes, manifest says {entry.bytes} (truncated or changed)"]
+    if sha256_file(path) != entry.sha256:
         return [f"{path}: SHA-256 does not match the manifest (file corrupted or changed)"]
     try:
         with h5py.File(path, "r") as handle:
@@ -832,7 +993,7 @@ def _verify_shard(path: Path, entry: Mapping[str, Any], manifest: Mapping[str, A
 
 
 def _verify_contents(
-    path: Path, handle: h5py.File, entry: Mapping[str, Any], manifest: Mapping[str, Any]
+    path: Path, handle: h5py.File, entry: ShardRecord, manifest: Manifest
 ) -> list[str]:
     problems = []
     root = read_attrs(handle)
@@ -843,11 +1004,11 @@ def _verify_contents(
         problems.append(
             f"{path}: format_version {root.get('format_version')} found, expected {FORMAT_VERSION}"
         )
-    if root.get("split") != entry.get("split"):
-        problems.append(f"{path}: split {root.get('split')!r}, manifest {entry.get('split')!r}")
+    if root.get("split") != entry.split:
+        problems.append(f"{path}: split {root.get('split')!r}, manifest {entry.split!r}")
     instruments = list(root.get("instruments", []))
-    if instruments != list(manifest["instruments"]):
-        problems.append(f"{path}: instruments {instruments}, manifest {manifest['instruments']}")
+    if instruments != manifest.instruments:
+        problems.append(f"{path}: instruments {instruments}, manifest {manifest.instruments}")
     fixed = {"sample_rate": SAMPLE_RATE, "n_fft": N_FFT, "hop_length": HOP_LENGTH}
     for name, value in fixed.items():
         if root.get(name) != value:
@@ -855,10 +1016,10 @@ def _verify_contents(
     if "tracks" not in handle:
         return problems + [f"{path}: no /tracks group"]
     file_tracks = list(handle["tracks"].keys())
-    listed_tracks = [t["track_id"] for t in entry.get("tracks", [])]
+    listed_tracks = [t.track_id for t in entry.tracks]
     if file_tracks != listed_tracks:
         problems.append(f"{path}: tracks {file_tracks} differ from the manifest {listed_tracks}")
-    listed_by_id = {t["track_id"]: t for t in entry.get("tracks", [])}
+    listed_by_id = {t.track_id: t for t in entry.tracks}
     for track_id in file_tracks:
         problems.extend(
             f"{path}: track {track_id}: {p}"
@@ -869,7 +1030,7 @@ def _verify_contents(
     return problems
 
 
-def _verify_track(group: h5py.Group, n_instruments: int, listed: Mapping | None) -> list[str]:
+def _verify_track(group: h5py.Group, n_instruments: int, listed: TrackEntry | None) -> list[str]:
     problems = []
     missing = [d for d in REQUIRED_DATASETS if d not in group]
     if missing:
@@ -880,9 +1041,9 @@ def _verify_track(group: h5py.Group, n_instruments: int, listed: Mapping | None)
         problems.append(f"attr n_samples {group.attrs.get('n_samples')} != len(mix) {n_samples}")
     if int(group.attrs.get("n_frames", -1)) != frames:
         problems.append(f"attr n_frames {group.attrs.get('n_frames')} != 1 + n_samples//hop")
-    if listed is not None and (listed["n_frames"], listed["n_samples"]) != (frames, n_samples):
+    if listed is not None and (listed.n_frames, listed.n_samples) != (frames, n_samples):
         problems.append(
-            f"manifest says {listed['n_frames']} frames / {listed['n_samples']} samples, "
+            f"manifest says {listed.n_frames} frames / {listed.n_samples} samples, "
             f"file has {frames} / {n_samples}"
         )
     mask = group["harmonic_mask"]
@@ -933,23 +1094,23 @@ class ShardSet:
         self.root = Path(root)
         self.split = split
         self.manifest = read_manifest(self.root)
-        self.instruments: list[str] = list(self.manifest["instruments"])
+        self.instruments: list[str] = list(self.manifest.instruments)
         self._cache_bytes = int(cache_bytes)
-        entries = [s for s in self.manifest["shards"] if s.get("split") == split]
+        entries = self.manifest.split_shards(split)
         if not entries:
-            splits = sorted({s.get("split") for s in self.manifest["shards"]})
+            splits = self.manifest.splits
             raise ShardError(f"{self.root}: no {split!r} shards in the manifest (has {splits})")
-        self._entries = {self.root / e["path"]: e for e in entries}
+        self._entries = {self.root / e.path: e for e in entries}
         self.tracks: list[TrackInfo] = [
             TrackInfo(
-                track_id=t["track_id"],
-                shard_path=self.root / e["path"],
-                n_samples=int(t["n_samples"]),
-                n_frames=int(t["n_frames"]),
-                has_stems=bool(t.get("has_stems", False)),
+                track_id=t.track_id,
+                shard_path=self.root / e.path,
+                n_samples=t.n_samples,
+                n_frames=t.n_frames,
+                has_stems=t.has_stems,
             )
             for e in entries
-            for t in e["tracks"]
+            for t in e.tracks
         ]
         self._check_files(verify_checksums)
         self._handles: dict[Path, h5py.File] = {}
@@ -963,9 +1124,9 @@ class ShardSet:
         for path, entry in self._entries.items():
             if not path.is_file():
                 raise ShardError(f"{path}: listed in {self.root / MANIFEST_NAME} but missing")
-            if path.stat().st_size != entry["bytes"]:
+            if path.stat().st_size != entry.bytes:
                 raise ShardError(
-                    f"{path}: {path.stat().st_size} bytes, manifest says {entry['bytes']} "
+                    f"{path}: {path.stat().st_size} bytes, manifest says {entry.bytes} "
                     "(truncated or changed; run `prep verify`)"
                 )
         if not verify_checksums:
@@ -975,7 +1136,7 @@ class ShardSet:
         with ThreadPoolExecutor(workers) as pool:  # hashlib releases the GIL on large blocks
             digests = list(pool.map(sha256_file, paths))
         for path, digest in zip(paths, digests, strict=True):
-            if digest != self._entries[path]["sha256"]:
+            if digest != self._entries[path].sha256:
                 raise ShardError(
                     f"{path}: SHA-256 does not match {self.root / MANIFEST_NAME} "
                     "(corrupted or changed; run `prep verify`, rebuild or `prep index`)"
@@ -997,14 +1158,14 @@ class ShardSet:
 
     def _per_instrument(self, key: str) -> np.ndarray:
         """A manifest entry keyed by instrument name, in model order, float32 [I]."""
-        values = self.manifest.get(key)
+        values = getattr(self.manifest, key)
         if not values:
             raise ShardError(f"{self.root / MANIFEST_NAME}: no {key} (no train split was built)")
         return np.asarray([values[name] for name in self.instruments], dtype=np.float32)
 
     @property
     def feature_params(self) -> FeatureParams:
-        return FeatureParams(**self.manifest["params"])
+        return self.manifest.feature_params
 
     @property
     def hours(self) -> float:
@@ -1324,6 +1485,8 @@ __all__ = [
     "FORMAT_VERSION",
     "FRAME_FIELDS",
     "MANIFEST_NAME",
+    "MANIFEST_SCHEMA_VERSION",
+    "Manifest",
     "SAMPLE_FIELDS",
     "ShardError",
     "ShardRecord",
@@ -1332,6 +1495,7 @@ __all__ = [
     "ShardWriter",
     "StorageLayout",
     "TrackArrays",
+    "TrackEntry",
     "TrackInfo",
     "inspect_shard",
     "list_shard_files",

@@ -7,7 +7,6 @@ the frame times for the piano roll.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -24,8 +23,8 @@ import soundfile as sf
 import soxr
 import yaml
 
-from prep.build import BuildError, StrictError, build_shards, index_shards
-from prep.shards import ShardSet, verify
+from prep.build import BuildError, PartialBuild, StrictError, build_shards, index_shards
+from prep.shards import Manifest, ShardSet, read_manifest, verify
 
 FIXTURE = Path(__file__).parent / "fixtures" / "Track00001"
 PREP = Path(sys.executable).parent / "prep"
@@ -106,7 +105,7 @@ def test_fixture_track_mix_roll_and_exclusions(tmp_path: Path) -> None:
     corpus = tmp_path / "flat"  # flat layout: no split folders
     track = make_track(corpus / "Track00001")
     manifest = build(corpus, tmp_path / "out", stems="all")
-    assert manifest["skipped"] == []  # S06 (no audio, no MIDI, not selected) is tolerated
+    assert manifest.skipped == []  # S06 (no audio, no MIDI, not selected) is tolerated
     data = read_track(tmp_path / "out", "train", "Track00001")
 
     stems = {k: expected_stem(track / "stems" / f"{k}.flac") for k in ("S00", "S02", "S03", "S08")}
@@ -136,8 +135,8 @@ def test_fixture_track_mix_roll_and_exclusions(tmp_path: Path) -> None:
                                atol=2e-3)
     # train activity rate from the roll, over all train frames
     rate = data["roll"].any(axis=-1).mean(axis=0)
-    assert manifest["activity_rate"] == pytest.approx(dict(zip(INSTRUMENTS, rate, strict=True)))
-    assert set(manifest["class_weight"]) == set(INSTRUMENTS)
+    assert manifest.activity_rate == pytest.approx(dict(zip(INSTRUMENTS, rate, strict=True)))
+    assert set(manifest.class_weight) == set(INSTRUMENTS)
     assert verify(tmp_path / "out") == []
 
 
@@ -153,8 +152,8 @@ def test_stereo_and_22k_stems_are_downmixed_and_resampled(tmp_path: Path) -> Non
     bass = expected_stem(track / "stems" / "S03.flac")
     np.testing.assert_allclose(data["stems"][2][: bass.size], bass, atol=1e-6)
     assert not data["stems"][2][bass.size:].any() and bass.size < data["mix"].size
-    assert [w["track"] for w in manifest["warnings"]] == ["Track01900"]
-    assert "S03.flac zero-padded" in manifest["warnings"][0]["warning"]
+    assert [w["track"] for w in manifest.warnings] == ["Track01900"]
+    assert "S03.flac zero-padded" in manifest.warnings[0]["warning"]
     stereo = sf.read(track / "stems" / "S00.flac", dtype="float32")[0]
     expected_guitar = (soxr.resample(stereo.mean(axis=1), SR_IN, 16000, quality="HQ")
                        + soxr.resample(sf.read(track / "stems" / "S08.flac",
@@ -227,7 +226,7 @@ def _robustness_corpus(root: Path) -> dict[str, str]:
 def test_bad_tracks_are_skipped_with_reasons(tmp_path: Path) -> None:
     expected = _robustness_corpus(tmp_path / "corpus")
     manifest = build(tmp_path / "corpus", tmp_path / "out")
-    reasons = {s["track"]: s["reason"] for s in manifest["skipped"]}
+    reasons = {s["track"]: s["reason"] for s in manifest.skipped}
     assert set(reasons) == set(expected)
     for track_id, text in expected.items():
         assert text in reasons[track_id], (track_id, reasons[track_id])
@@ -236,7 +235,7 @@ def test_bad_tracks_are_skipped_with_reasons(tmp_path: Path) -> None:
     assert "invalid YAML" in reasons["Track00007"]
     assert "missing metadata" in reasons["Track00008"]
     assert "unreadable MIDI" in reasons["Track00006"]
-    assert [t["track_id"] for s in manifest["shards"] for t in s["tracks"]] == ["Track00001"]
+    assert [t.track_id for s in manifest.shards for t in s.tracks] == ["Track00001"]
 
     with pytest.raises(StrictError, match="10 track"):
         build(tmp_path / "corpus", tmp_path / "out_strict", strict=True)
@@ -274,35 +273,30 @@ def _split_corpus(root: Path, seconds: float) -> None:
         make_track(root / folder / track_id, seed=int(track_id[5:]), seconds=seconds)
 
 
-def content(manifest: dict) -> dict:
-    """A manifest without its provenance (where and when it was built)."""
-    return {k: v for k, v in manifest.items() if k != "provenance"}
-
-
-def _shard_digests(manifest: dict) -> dict[str, str]:
-    return {s["path"]: s["sha256"] for s in manifest["shards"]}
+def _shard_digests(manifest: Manifest) -> dict[str, str]:
+    return {s.path: s.sha256 for s in manifest.shards}
 
 
 def test_splits_by_id_and_parts_plus_index_equal_full_build(tmp_path: Path) -> None:
     corpus = tmp_path / "corpus"
     _split_corpus(corpus, seconds=2.0)
     full = build(corpus, tmp_path / "full", shard_size_mb=0.3)
-    by_split = {s["split"]: [] for s in full["shards"]}
-    for shard in full["shards"]:
-        by_split[shard["split"]].extend(t["track_id"] for t in shard["tracks"])
+    by_split = {s.split: [] for s in full.shards}
+    for shard in full.shards:
+        by_split[shard.split].extend(t.track_id for t in shard.tracks)
     assert by_split == {"train": ["Track00001", "Track00002", "Track00004", "Track01600",
                                   "Track02100"],
                         "validation": ["Track00026"], "test": ["Track00003", "Track01900"]}
-    assert len(full["shards"]) >= 4
+    assert len(full.shards) >= 4
 
     # part 1 in two worker processes (torch single-threaded there): same bytes
     first = build(corpus, tmp_path / "parts", shard_size_mb=0.3, part=(1, 2), workers=2)
-    assert first["complete"] is False and first["pending"]
+    assert isinstance(first, PartialBuild) and first.pending
     second = build(corpus, tmp_path / "parts", shard_size_mb=0.3, part=(2, 2))
     indexed = index_shards(tmp_path / "parts")
     assert _shard_digests(indexed) == _shard_digests(full)
-    assert content(indexed) == content(full)
-    assert content(second) == content(full)  # the last part finds every shard complete and writes the manifest
+    assert indexed == full  # provenance (build times) aside
+    assert second == full  # the last part finds every shard complete and writes the manifest
 
 
 def test_killed_build_resumes_to_the_same_shards(tmp_path: Path) -> None:
@@ -329,10 +323,10 @@ def test_killed_build_resumes_to_the_same_shards(tmp_path: Path) -> None:
         assert f"resuming: {len(kept)} finished shard(s) kept" in rerun.stdout
     for path, mtime in kept.items():
         assert path.stat().st_mtime_ns == mtime  # finished shards were not rebuilt
-    resumed = json.loads((out / "manifest.json").read_text())
+    resumed = read_manifest(out)
     clean = build(corpus, tmp_path / "clean", shard_size_mb=0.01)
     assert _shard_digests(resumed) == _shard_digests(clean)
-    assert content(resumed) == content(clean)
+    assert resumed == clean
     assert verify(out) == []
     assert not list(out.glob("*/.*.partial"))
 
@@ -347,20 +341,20 @@ def test_stems_modes_and_rerun_with_other_options(tmp_path: Path) -> None:
                 "all": {"Track00001", "Track01501", "Track01900"}}
     for mode, with_stems in expected.items():  # options changed: shards rebuilt, not reused
         manifest = build(corpus, out, stems=mode)
-        has = {t["track_id"] for s in manifest["shards"] for t in s["tracks"] if t["has_stems"]}
+        has = {t.track_id for s in manifest.shards for t in s.tracks if t.has_stems}
         assert has == with_stems, mode
     manifest = build(corpus, out, stems="eval")
-    with h5py.File(out / manifest["shards"][0]["path"]) as handle:
+    with h5py.File(out / manifest.shards[0].path) as handle:
         assert handle.attrs["stems_mode"] == "eval"
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/*.h5")}
     assert build(corpus, out, stems="eval") == manifest  # rerun: everything kept
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/*.h5")} == stamps
     forced = build(corpus, out, stems="eval", force=True)  # rebuilt, to the same bytes
-    assert content(forced) == content(manifest)
+    assert forced == manifest
     assert any(p.stat().st_mtime_ns != t for p, t in stamps.items())
-    assert build(corpus, out)["shards"] != manifest["shards"]  # the default is "test"
+    assert build(corpus, out).shards != manifest.shards  # the default is "test"
     only_bass = build_shards(corpus, tmp_path / "bass", ["bass"], progress=False,
                              log=lambda line: None)
-    assert only_bass["instruments"] == ["bass"]
+    assert only_bass.instruments == ["bass"]
     with pytest.raises(BuildError, match="not in the instrument map"):
         build_shards(corpus, tmp_path / "x", ["drums"], progress=False, log=lambda line: None)

@@ -8,9 +8,9 @@ opened with h5py, and a rebuild from the card's own reconstructed command.
 
 from __future__ import annotations
 
-import json
 import re
 import shlex
+from dataclasses import replace
 from pathlib import Path
 
 import h5py
@@ -73,10 +73,6 @@ def _table_after(text: str, heading: str) -> list[list[str]]:
     return rows
 
 
-def _manifest_json(shards: Path) -> dict:
-    return json.loads((shards / "manifest.json").read_text())
-
-
 def test_header_and_sections(built: tuple[Path, Path, str]) -> None:
     _, shards, _ = built
     path = write_card(shards)
@@ -102,17 +98,17 @@ def test_header_and_sections(built: tuple[Path, Path, str]) -> None:
 
 def test_splits_tracks_and_hours_match_manifest(built: tuple[Path, Path, str]) -> None:
     _, shards, _ = built
-    manifest = _manifest_json(shards)
+    manifest = read_manifest(shards)
     text = render_card(read_manifest(shards),
                        facts=card_module.collect_shard_facts(shards, manifest))
     rows = {r[0]: r for r in _table_after(text, "### Splits, hours and bytes on disk")}
     tracks: dict[str, int] = {}
     size: dict[str, int] = {}
-    for shard in manifest["shards"]:
-        tracks[shard["split"]] = tracks.get(shard["split"], 0) + len(shard["tracks"])
-        size[shard["split"]] = size.get(shard["split"], 0) + shard["bytes"]
-    assert set(manifest["hours"]) == set(tracks) == {r for r in rows if r != "**total**"}
-    for split, hours in manifest["hours"].items():
+    for shard in manifest.shards:
+        tracks[shard.split] = tracks.get(shard.split, 0) + len(shard.tracks)
+        size[shard.split] = size.get(shard.split, 0) + shard.bytes
+    assert set(manifest.hours) == set(tracks) == {r for r in rows if r != "**total**"}
+    for split, hours in manifest.hours.items():
         assert int(rows[split][1]) == tracks[split]
         assert rows[split][2] == f"{hours:.3f}"
         assert rows[split][5] == f"{size[split] / 1e6:,.1f}"
@@ -125,10 +121,10 @@ def test_schema_dtypes_and_shapes_match_the_shard_file(built: tuple[Path, Path, 
     rows = _table_after(text, "### Schema")
     documented = {r[0].strip("`"): (r[1].strip("`"), r[2].strip("`")) for r in rows}
     assert {"mix", "stems", "spec", "roll", "harmonic_mask", "activity"} <= set(documented)
-    manifest = _manifest_json(shards)
+    manifest = read_manifest(shards)
     # stems="eval": validation shards store stems, train shards do not
-    shard = next(s for s in manifest["shards"] if s["split"] == "validation")
-    with h5py.File(shards / shard["path"], "r") as handle:
+    shard = next(s for s in manifest.shards if s.split == "validation")
+    with h5py.File(shards / shard.path, "r") as handle:
         n_inst = len(handle.attrs["instruments"])
         for track_id, group in handle["tracks"].items():
             sizes = {"n_samples": int(group.attrs["n_samples"]),
@@ -143,15 +139,15 @@ def test_schema_dtypes_and_shapes_match_the_shard_file(built: tuple[Path, Path, 
 
 def test_activity_rates_match_manifest(built: tuple[Path, Path, str]) -> None:
     _, shards, _ = built
-    manifest = _manifest_json(shards)
+    manifest = read_manifest(shards)
     text = write_card(shards).read_text()
     rows = {r[0].strip("`"): r for r in _table_after(text, "### Instrument activity")}
     assert list(rows) == INSTRUMENTS
     paper = {"piano": "0.410", "guitar": "0.140", "bass": "0.670"}
     for name in INSTRUMENTS:
-        assert rows[name][2] == f"{manifest['activity_rate'][name]:.3f}"
+        assert rows[name][2] == f"{manifest.activity_rate[name]:.3f}"
         assert rows[name][3] == paper[name]
-        assert rows[name][4] == f"{manifest['class_weight'][name]:.3f}"
+        assert rows[name][4] == f"{manifest.class_weight[name]:.3f}"
     # the paper's rates through w_i = (1/r_i) / mean_j(1/r_j), computed here by hand
     inverse = [1 / 0.41, 1 / 0.14, 1 / 0.67]
     for name, inv in zip(INSTRUMENTS, inverse, strict=True):
@@ -161,9 +157,9 @@ def test_activity_rates_match_manifest(built: tuple[Path, Path, str]) -> None:
 
 def test_skipped_tracks_listed_without_machine_paths(built: tuple[Path, Path, str]) -> None:
     base, shards, broken = built
-    manifest = _manifest_json(shards)
-    assert [s["track"] for s in manifest["skipped"]] == [broken]
-    assert str(base) in manifest["skipped"][0]["reason"]  # the manifest has the full path
+    manifest = read_manifest(shards)
+    assert [s["track"] for s in manifest.skipped] == [broken]
+    assert str(base) in manifest.skipped[0]["reason"]  # the manifest has the full path
     text = write_card(shards).read_text()
     assert "**1 track(s) skipped**" in text
     assert f"- `{broken}`: " in text
@@ -218,17 +214,17 @@ def test_reconstructed_command_rebuilds_identical_shards(
     words[words.index("--out") + 1] = "rebuilt"
     result = CliRunner().invoke(main, [*words[1:], "--no-progress"])
     assert result.exit_code == 0, result.output
-    original = {s["path"]: s["sha256"] for s in _manifest_json(shards)["shards"]}
-    rebuilt = {s["path"]: s["sha256"] for s in _manifest_json(base / "rebuilt")["shards"]}
+    original = {s.path: s.sha256 for s in read_manifest(shards).shards}
+    rebuilt = {s.path: s.sha256 for s in read_manifest(base / "rebuilt").shards}
     assert rebuilt == original
 
 
 def test_slakh_corpus_gets_slakh_attribution(built: tuple[Path, Path, str]) -> None:
     _, shards, _ = built
     manifest = read_manifest(shards)
-    manifest["source"] = {**manifest["source"], "source_corpus": "slakh2100"}
-    manifest["provenance"] = {**manifest["provenance"],
-                              "corpus_root": "/datasets/slakh2100_flac_redux"}
+    manifest.source = {**manifest.source, "source_corpus": "slakh2100"}
+    manifest.provenance = {**manifest.provenance,
+                           "corpus_root": "/datasets/slakh2100_flac_redux"}
     text = render_card(manifest)
     header = _header(text)
     assert header["source_datasets"] == ["Slakh2100"]
@@ -273,12 +269,12 @@ def test_music_statistics_beside_slakh(built: tuple[Path, Path, str]) -> None:
     from prep.music_stats import load_reference, measure_corpus
 
     base, shards, broken = built
-    manifest = _manifest_json(shards)
-    assert manifest["source"]["sustain_pedal"] is True  # the build's default
+    manifest = read_manifest(shards)
+    assert manifest.source["sustain_pedal"] is True  # the build's default
     text = write_card(shards).read_text()
     assert "\n## Music statistics\n" in text
     rows = {r[0]: r[1:] for r in _table_after(text, "## Music statistics")}
-    in_shards = {t["track_id"] for s in manifest["shards"] for t in s["tracks"]}
+    in_shards = {t.track_id for s in manifest.shards for t in s.tracks}
     assert broken not in in_shards
     ours = measure_corpus(base / "corpus", track_ids=in_shards, sustain=True)
     slakh, _ = load_reference(sustain=True)
@@ -303,8 +299,8 @@ def test_music_statistics_without_the_corpus(built: tuple[Path, Path, str],
                                              tmp_path: Path) -> None:
     _, shards, _ = built
     manifest = read_manifest(shards)
-    moved = {**manifest, "provenance": {**manifest["provenance"],
-                                        "corpus_root": str(tmp_path / "x")}}
+    moved = replace(manifest, provenance={**manifest.provenance,
+                                          "corpus_root": str(tmp_path / "x")})
     text = render_card(moved, music=card_module.measure_corpus_music(moved))
     assert "This corpus: the corpus folder was not found" in text
     rows = {r[0]: r[1:] for r in _table_after(text, "## Music statistics")}
@@ -318,8 +314,8 @@ def test_sustain_setting_in_command_and_limitations(built: tuple[Path, Path, str
     command = card_module.reconstruct_command(manifest, card_module.make_path_display(
         shards, manifest, None), "shards")
     assert shlex.split(command)[-1] == "--sustain"
-    old = {**manifest, "source": {k: v for k, v in manifest["source"].items()
-                                  if k != "sustain_pedal"}}  # a build before the option
+    old = replace(manifest, source={k: v for k, v in manifest.source.items()
+                                    if k != "sustain_pedal"})  # a build before the option
     text = render_card(old)
     assert "--no-sustain" in text and "**Sustain pedal not applied**" in text
     assert "note-off times, sustain pedal not applied" in text

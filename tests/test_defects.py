@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import mido
@@ -22,6 +23,7 @@ import yaml
 from prep import defects as D
 from prep.build import build_shards, index_shards
 from prep.card import render_card
+from prep.shards import Manifest
 from prep.slakh import read_metadata
 
 FIXTURE = Path(__file__).parent / "fixtures" / "Track00001"
@@ -271,7 +273,7 @@ def test_same_song_pairs_come_from_the_million_song_id(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Manifest]:
     base = tmp_path_factory.mktemp("defects")
     corpus = base / "corpus"
     make_track(corpus / "train" / "Track00001")
@@ -285,15 +287,15 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     return base, manifest
 
 
-def test_build_skips_and_records_defects_in_the_manifest(built: tuple[Path, dict]) -> None:
+def test_build_skips_and_records_defects_in_the_manifest(built: tuple[Path, Manifest]) -> None:
     base, manifest = built
-    reasons = {s["track"]: s["reason"] for s in manifest["skipped"]}
+    reasons = {s["track"]: s["reason"] for s in manifest.skipped}
     assert set(reasons) == {"Track00357", "Track00002"}
     assert GREENBECH in reasons["Track00357"] and "white-noise" in reasons["Track00357"]
     assert "audio_rendered: false" in reasons["Track00002"]
-    built_ids = {t["track_id"] for s in manifest["shards"] for t in s["tracks"]}
+    built_ids = {t.track_id for s in manifest.shards for t in s.tracks}
     assert built_ids == {"Track00001", "Track01900", "Track00377"}
-    rows = {(d["track"], d["stem"], d["kind"], d["action"]) for d in manifest["defects"]}
+    rows = {(d["track"], d["stem"], d["kind"], d["action"]) for d in manifest.defects}
     assert rows == {
         ("Track00357", "S03", "known-bad: white-noise", D.SKIPPED_TRACK),
         ("Track00377", "S07", "known-bad: white-noise", D.NOT_USED),
@@ -301,17 +303,17 @@ def test_build_skips_and_records_defects_in_the_manifest(built: tuple[Path, dict
         *{(t, "S03", "bass-octave", D.FLAGGED) for t in built_ids},
     }
     assert [(p["track_a"], p["split_a"], p["track_b"], p["split_b"], p["kind"])
-            for p in manifest["split_leakage"]] == [
+            for p in manifest.split_leakage] == [
         ("Track00001", "train", "Track01900", "test", "identical"),
         ("Track00377", "train", "Track01900", "test", "identical")]
     check = D.read_report(base / "out")["defect_checks"]["split_leakage"]
     assert check["split_scheme"] == "split2" and check["tracks"] == 3
     indexed = index_shards(base / "out")  # prep index keeps them
-    for key in ("defects", "split_leakage"):
-        assert indexed[key] == manifest[key]
+    assert (indexed.defects, indexed.split_leakage) == (manifest.defects,
+                                                        manifest.split_leakage)
 
 
-def test_card_lists_defects_and_leakage(built: tuple[Path, dict]) -> None:
+def test_card_lists_defects_and_leakage(built: tuple[Path, Manifest]) -> None:
     _, manifest = built
     text = render_card(manifest)
     section = text[text.index("## Known defects and split leakage"):]
@@ -321,21 +323,23 @@ def test_card_lists_defects_and_leakage(built: tuple[Path, dict]) -> None:
                    "not-rendered", "bass-octave", "### Split leakage", "**2 pair(s)**",
                    "identical", GREENBECH):
         assert needle in section, needle
-    clean = {**manifest, "split_leakage": []}
+    clean = replace(manifest, split_leakage=[])
     assert "**None found**" in render_card(clean)
-    old = {**manifest, "defects": [], "split_leakage": [],
-           "problems": [f"OUT/defects.json: {D.REPORT_MISSING} (rebuild to check)"]}
+    old = replace(manifest, defects=[], split_leakage=[],
+                  problems=[f"OUT/defects.json: {D.REPORT_MISSING} (rebuild to check)"])
     assert "Not recorded" in render_card(old) and "None found" not in render_card(old)
 
 
-def test_manifest_of_an_unchecked_build_says_so(tmp_path: Path) -> None:
-    manifest: dict = {"problems": []}
+def test_manifest_of_an_unchecked_build_says_so(built: tuple[Path, Manifest],
+                                                 tmp_path: Path) -> None:
+    blank = replace(built[1], defects=[], split_leakage=[], problems=[])
+    manifest = replace(blank, problems=[])
     D.apply_report(manifest, tmp_path)  # no OUT/defects.json: built before the checks
-    assert manifest["defects"] == [] and manifest["split_leakage"] == []
-    assert D.REPORT_MISSING in manifest["problems"][0]
+    assert manifest.defects == [] and manifest.split_leakage == []
+    assert D.REPORT_MISSING in manifest.problems[0]
     pair = {"track_a": "Track00001", "split_a": "train", "track_b": "Track01900",
             "split_b": "test", "kind": "identical", "similarity": 1.0}
     D.write_report(tmp_path, {"defects": [], "split_leakage": [pair], "defect_checks": {}})
-    checked: dict = {"problems": []}
+    checked = replace(blank, problems=[])
     D.apply_report(checked, tmp_path)
-    assert checked == {"problems": [], "defects": [], "split_leakage": [pair]}
+    assert (checked.problems, checked.defects, checked.split_leakage) == ([], [], [pair])

@@ -22,6 +22,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import h5py
@@ -88,13 +89,11 @@ def shard_contents(path: Path) -> dict:
     return contents
 
 
-def without_checksums(manifest: dict) -> dict:
-    """The manifest less each shard's sha256 and size and its provenance (build times): h5py's LZF filter does not always
-    compress the same chunk to the same bytes in two processes (see the report), so
-    byte-equality is checked as "each file matches its own manifest" plus equal contents."""
-    shards = [{k: v for k, v in s.items() if k not in ("sha256", "bytes")}
-              for s in manifest["shards"]]
-    return {**{k: v for k, v in manifest.items() if k != "provenance"}, "shards": shards}
+def without_checksums(manifest: S.Manifest) -> S.Manifest:
+    """The manifest with each shard's sha256 and size blanked (its provenance is outside ``==``
+    anyway): byte-equality is checked as "each file matches its own manifest" plus equal
+    contents, shard by shard."""
+    return replace(manifest, shards=[replace(s, sha256="", bytes=0) for s in manifest.shards])
 
 
 def assert_same_shard(path: Path, reference: Path) -> None:
@@ -134,7 +133,7 @@ def test_killed_build_at_every_point_resumes_to_identical_shards(tmp_path: Path)
     corpus, out, clean = tmp_path / "corpus", tmp_path / "out", tmp_path / "clean"
     _kill_corpus(corpus)
     clean_manifest = build(corpus, clean, shard_size_mb=0.01)
-    assert len(clean_manifest["shards"]) == 4
+    assert len(clean_manifest.shards) == 4
     command = ["build-shards", "--slakh-root", str(corpus), "--out", str(out),
                "--shard-size-mb", "0.01", "--no-progress"]
     partials_seen = []
@@ -160,9 +159,9 @@ def test_killed_build_at_every_point_resumes_to_identical_shards(tmp_path: Path)
     assert not list(out.rglob("*.partial"))
     manifest = S.read_manifest(out)
     assert without_checksums(manifest) == without_checksums(clean_manifest)
-    for entry in manifest["shards"]:
-        assert sha256(out / entry["path"]) == entry["sha256"]
-        assert_same_shard(out / entry["path"], clean / entry["path"])
+    for entry in manifest.shards:
+        assert sha256(out / entry.path) == entry.sha256
+        assert_same_shard(out / entry.path, clean / entry.path)
 
     # A forced rebuild killed half-way must not leave the old manifest pointing at shards it
     # already deleted or replaced.
@@ -353,8 +352,8 @@ def test_malformed_corpus_good_tracks_unchanged_bad_ones_handled_or_named(
     assert new == set(), new
     assert all(p.stat().st_mtime_ns == t for p, t in before.items())
 
-    reasons = {s["track"]: s["reason"] for s in manifest["skipped"]}
-    built = [t["track_id"] for s in manifest["shards"] for t in s["tracks"]]
+    reasons = {s["track"]: s["reason"] for s in manifest.skipped}
+    built = [t.track_id for s in manifest.shards for t in s.tracks]
     assert sorted(built) == sorted(k for k, v in expect.items() if v == "keep")
     for track_id, outcome in expect.items():
         if outcome.startswith("skip:"):
@@ -373,7 +372,7 @@ def test_malformed_corpus_good_tracks_unchanged_bad_ones_handled_or_named(
             np.testing.assert_array_equal(mine[name], reference[name], err_msg=f"{good} {name}")
 
     warnings = {}
-    for entry in manifest["warnings"]:
+    for entry in manifest.warnings:
         warnings.setdefault(entry["track"], []).append(entry["warning"])
     track_dir = corpus / "train"
     # stereo: the channel mean; 22.05 kHz: resampled (both checked against an independent
@@ -417,7 +416,7 @@ def test_malformed_corpus_good_tracks_unchanged_bad_ones_handled_or_named(
                       str(tmp_path / "strict"), "--no-progress", "--strict")
     assert strict.returncode != 0 and "--strict" in strict.stderr
     assert "S03.flac: unreadable audio" in strict.stdout  # the reasons are printed
-    assert S.read_manifest(tmp_path / "strict")["shards"] == manifest["shards"]
+    assert S.read_manifest(tmp_path / "strict").shards == manifest.shards
     assert S.verify(tmp_path / "strict") == []
     with pytest.raises(StrictError):
         build(corpus, tmp_path / "strict-api", strict=True)
@@ -432,7 +431,7 @@ def test_prep_verify_names_every_damaged_shard(tmp_path: Path) -> None:
     corpus, out = tmp_path / "corpus", tmp_path / "out"
     _kill_corpus(corpus)
     manifest = build(corpus, out, shard_size_mb=0.01)
-    paths = [out / s["path"] for s in manifest["shards"]]
+    paths = [out / s.path for s in manifest.shards]
     flipped, truncated, deleted, intact = paths
     data = bytearray(flipped.read_bytes())
     data[len(data) // 3] ^= 0x5A
@@ -478,7 +477,7 @@ def test_disk_full_during_a_shard_write_leaves_nothing_half_written(
     assert not list(out.rglob("*.h5")) and not list(out.rglob("*.partial"))
     assert not (out / S.MANIFEST_NAME).exists()
     monkeypatch.undo()
-    assert build(corpus, out)["skipped"] == [] and S.verify(out) == []  # space freed: resumes
+    assert build(corpus, out).skipped == [] and S.verify(out) == []  # space freed: resumes
 
 
 def test_disk_full_while_writing_the_manifest(tmp_path: Path, monkeypatch) -> None:
@@ -497,7 +496,7 @@ def test_disk_full_while_writing_the_manifest(tmp_path: Path, monkeypatch) -> No
     assert not (out / S.MANIFEST_NAME).exists() and not list(out.glob(".*.partial"))
     assert len(list(out.glob("*/*.h5"))) == 1  # the finished shard is kept
     monkeypatch.undo()
-    assert build(tmp_path / "corpus", out)["shards"] and S.verify(out) == []
+    assert build(tmp_path / "corpus", out).shards and S.verify(out) == []
 
 
 def _immutable(folder: Path) -> bool:
@@ -554,7 +553,7 @@ def test_python_tags_in_metadata_and_instrument_map_are_refused(tmp_path: Path) 
     bad = make_track(corpus / "train" / "Track00002", seconds=1.0, overrides=FAST)
     (bad / "metadata.yaml").write_text("stems:\n  S00: " + UNSAFE.format(target=target))
     manifest = build(corpus, tmp_path / "out")
-    [skip] = manifest["skipped"]
+    [skip] = manifest.skipped
     assert skip["track"] == "Track00002"
     assert f"{bad / 'metadata.yaml'}: invalid YAML" in skip["reason"]
     assert "python/object" in skip["reason"]
@@ -572,12 +571,12 @@ def test_shard_of_another_format_version_is_named_by_verify(tmp_path: Path) -> N
     out = tmp_path / "out"
     make_track(tmp_path / "corpus" / "train" / "Track00001", seconds=1.0, overrides=FAST)
     manifest = build(tmp_path / "corpus", out)
-    path = out / manifest["shards"][0]["path"]
+    path = out / manifest.shards[0].path
     with h5py.File(path, "r+") as handle:
         handle.attrs["format_version"] = 7
     # a manifest whose checksums match, so only the version can be wrong
-    entry = {**manifest["shards"][0], "sha256": sha256(path), "bytes": path.stat().st_size}
-    S.write_manifest(out, {**manifest, "shards": [entry]})
+    entry = replace(manifest.shards[0], sha256=sha256(path), bytes=path.stat().st_size)
+    S.write_manifest(out, replace(manifest, shards=[entry]))
     result = prep_cli("verify", str(out))
     assert result.returncode != 0
     assert f"{path}: format_version 7 found, expected {S.FORMAT_VERSION}" in (

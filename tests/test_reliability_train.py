@@ -140,7 +140,7 @@ def test_shards_are_hashed_once_at_start_not_per_step(shards, tmp_path, monkeypa
         path, *a))
     run_recipe("step1", shards, tmp_path / "run",
                sections={"train": dict(steps_per_epoch=2, max_epochs=2)})
-    listed = sorted(shards / s["path"] for s in S.read_manifest(shards)["shards"])
+    listed = sorted(shards / s.path for s in S.read_manifest(shards).shards)
     assert sorted(hashed) == listed  # 4 steps and 2 validations, each shard hashed once
 
 

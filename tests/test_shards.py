@@ -7,6 +7,7 @@ import multiprocessing
 import os
 import pickle
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import h5py
@@ -113,21 +114,21 @@ def test_layout_attrs_and_dtypes_as_documented(built: Path) -> None:
 
 def test_manifest_contents(built: Path) -> None:
     manifest = S.read_manifest(built)
-    assert [s["path"] for s in manifest["shards"]] == [
+    assert [s.path for s in manifest.shards] == [
         "test/test-00000.h5",
         "train/train-00000.h5",
         "train/train-00001.h5",
     ]
-    assert manifest["hours"]["train"] == pytest.approx((5 * 16000 + 123) / 16000 / 3600, 1e-4)
+    assert manifest.hours["train"] == pytest.approx((5 * 16000 + 123) / 16000 / 3600, 1e-4)
     # Activity rates recomputed from the train tracks' rolls, independently here.
     tracks = [make_track("a", 3 * 16000 + 123, 1), make_track("b", 2 * 16000, 2)]
     activity = np.concatenate([t.roll.any(axis=-1) for t in tracks])
     rate = activity.mean(axis=0)
-    assert list(manifest["activity_rate"].values()) == pytest.approx(rate.tolist())
+    assert list(manifest.activity_rate.values()) == pytest.approx(rate.tolist())
     inverse = 1 / rate
     expected_weights = inverse / inverse.mean()
-    assert list(manifest["class_weight"].values()) == pytest.approx(expected_weights.tolist())
-    assert manifest["instrument_map"] == {"a": [1]}
+    assert list(manifest.class_weight.values()) == pytest.approx(expected_weights.tolist())
+    assert manifest.instrument_map == {"a": [1]}
     shards = S.ShardSet(built, "train")
     np.testing.assert_allclose(shards.class_weights, expected_weights, rtol=1e-6)
     assert shards.feature_params == F.FeatureParams()
@@ -254,7 +255,7 @@ def test_writer_rejects_bad_tracks_naming_them(tmp_path: Path) -> None:
         writer.add_track(good)
         with pytest.raises(S.ShardError, match="added twice"):
             writer.add_track(good)
-    assert [t["track_id"] for t in writer.record.tracks] == ["Track00007"]
+    assert [t.track_id for t in writer.record.tracks] == ["Track00007"]
 
 
 def _copy_out(src: Path, dst: Path) -> Path:
@@ -292,7 +293,7 @@ def test_format_version_mismatch_says_found_and_expected(built: Path, tmp_path: 
     (out / S.MANIFEST_NAME).write_text(json.dumps(manifest))
     with h5py.File(out / "test" / "test-00000.h5", "r+") as handle:
         handle.attrs["format_version"] = 2
-    S.write_manifest(out, {**S.read_manifest(out), **_reindexed_checksums(out)})
+    S.write_manifest(out, _reindexed_checksums(out))
     shards = S.ShardSet(out, "test")
     with pytest.raises(S.ShardError, match=r"test-00000.h5: format_version 2 found, expected 1"):
         shards.read_frames(0, 0, 4)
@@ -321,18 +322,49 @@ def test_verify_checks_schema_beyond_checksums(built: Path, tmp_path: Path) -> N
     out = _copy_out(built, tmp_path / "schema")
     with h5py.File(out / "test" / "test-00000.h5", "r+") as handle:
         del handle["tracks"]["Track01900"]["activity"]
-    S.write_manifest(out, {**S.read_manifest(out), **_reindexed_checksums(out)})
+    S.write_manifest(out, _reindexed_checksums(out))
     problems = S.verify(out)
     assert problems == [f"{out / 'test' / 'test-00000.h5'}: track Track01900: missing datasets "
                         "['activity']"]  # fmt: skip
 
 
-def _reindexed_checksums(out: Path) -> dict:
+def _reindexed_checksums(out: Path) -> S.Manifest:
+    """The manifest with each shard's checksum and size of the file as it is now."""
     manifest = S.read_manifest(out)
-    for entry in manifest["shards"]:
-        entry["sha256"] = S.sha256_file(out / entry["path"])
-        entry["bytes"] = (out / entry["path"]).stat().st_size
-    return {"shards": manifest["shards"]}
+    return replace(manifest, shards=[
+        replace(e, sha256=S.sha256_file(out / e.path), bytes=(out / e.path).stat().st_size)
+        for e in manifest.shards])
+
+
+def test_manifest_is_typed_and_checked_on_load(built: Path, tmp_path: Path) -> None:
+    manifest = S.read_manifest(built)
+    assert isinstance(manifest.shards[0], S.ShardRecord)
+    assert isinstance(manifest.shards[0].tracks[0], S.TrackEntry)
+    assert [t.track_id for t in manifest.tracks("train")] == ["Track00001", "Track00002"]
+    assert manifest.splits == ["train", "test"]
+    assert S.Manifest.from_dict(manifest.to_dict()) == manifest  # round trip
+    moved = replace(manifest, provenance={"corpus_root": "/elsewhere"})
+    assert moved == manifest and moved.content_sha256() == manifest.content_sha256()
+    path = tmp_path / "out" / S.MANIFEST_NAME
+    cases = {
+        "unknown": (lambda m: m.update(colour="red"), r"unknown field\(s\) \['colour'\]"),
+        "missing": (lambda m: m.pop("instruments"), r"missing field\(s\) \['instruments'\]"),
+        "type": (lambda m: m.update(hours=[1]), r"\.hours: expected dict"),
+        "track": (lambda m: m["shards"][1]["tracks"][0].pop("n_frames"),
+                  r"shards\[1\]\.tracks\[0\]: missing field\(s\) \['n_frames'\]"),
+        "schema": (lambda m: m.pop("schema_version"), r"schema_version None found.*prep index"),
+        "weights": (lambda m: m["class_weight"].pop("bass"), r"class_weight is keyed by"),
+        "shards": (lambda m: m.update(shards=5), r"\.shards: expected list"),
+        "entry": (lambda m: m["shards"].append(7), r"shards\[3\]: expected an object"),
+    }
+    for case, (edit, message) in cases.items():
+        data = manifest.to_dict()
+        edit(data)
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps(data))
+        with pytest.raises(S.ShardError, match=message) as error:
+            S.read_manifest(path.parent)
+        assert str(path) in str(error.value), case
 
 
 def test_cli_verify_and_inspect(built: Path, tmp_path: Path) -> None:

@@ -138,7 +138,7 @@ def test_build_applies_the_pedal_and_records_the_setting(tmp_path: Path) -> None
         out = tmp_path / f"out-{sustain}"
         manifest = build_shards(corpus, out, INSTRUMENTS, stems="none", sustain=sustain,
                                 progress=False, log=lambda line: None)
-        assert manifest["source"]["sustain_pedal"] is sustain
+        assert manifest.source["sustain_pedal"] is sustain
         shards = ShardSet(out, "train")
         data = shards.read_track(0, ("roll", "harmonic_mask"))
         n_frames = data["roll"].shape[0]
@@ -147,7 +147,7 @@ def test_build_applies_the_pedal_and_records_the_setting(tmp_path: Path) -> None
         np.testing.assert_array_equal(data["harmonic_mask"][:, 0],
                                       features.harmonic_mask(expected))
         assert shards.track_attrs(0)["sustained_notes"] == (3 if sustain else 0)
-        assert read_manifest(out)["source"]["sustain_pedal"] is sustain
+        assert read_manifest(out).source["sustain_pedal"] is sustain
 
 
 def test_cli_flag_and_rerun_with_the_other_setting_rebuilds(tmp_path: Path) -> None:
@@ -158,11 +158,11 @@ def test_cli_flag_and_rerun_with_the_other_setting_rebuilds(tmp_path: Path) -> N
             "--no-progress"]
     result = CliRunner().invoke(main, base)
     assert result.exit_code == 0, result.output
-    assert read_manifest(out)["source"]["sustain_pedal"] is True  # the default
+    assert read_manifest(out).source["sustain_pedal"] is True  # the default
     result = CliRunner().invoke(main, [*base, "--no-sustain"])
     assert result.exit_code == 0, result.output
     assert "resuming" not in result.output  # another setting: the shard is rebuilt
-    assert read_manifest(out)["source"]["sustain_pedal"] is False
+    assert read_manifest(out).source["sustain_pedal"] is False
     roll = ShardSet(out, "train").read_track(0, ("roll",))["roll"]
     np.testing.assert_array_equal(roll[:, 0], _expected_piano_roll(roll.shape[0], False))
 

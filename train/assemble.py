@@ -299,7 +299,7 @@ def check_stem_access(spec: StepSpec, *shard_sets: ShardSet) -> None:
     """
     needs_stems = "stems" in spec.fields
     for shards in shard_sets:
-        mode = shards.manifest.get("source", {}).get("stems_mode", "unknown")
+        mode = shards.manifest.source.get("stems_mode", "unknown")
         with_stems = [t.track_id for t in shards.tracks if t.has_stems]
         without = [t.track_id for t in shards.tracks if not t.has_stems]
         if needs_stems and without:

@@ -14,7 +14,7 @@ their summed loss terms, and the run leaves with exit code 75. Under ``torchrun`
 trains a DDP replica on its own windows; rank 0 alone logs (dvclive, tqdm) and writes
 checkpoints.
 
-Run folder: ``config.json`` (what the run is: recipe, every setting, the shards' manifest hash
+Run folder: ``config.json`` (what the run is: recipe, every setting, the shards' content hash
 and features), ``best.pt`` (the objective network; step 3 also ``transcriptor.pt``), ``last.pt``
 (training state), ``metrics.json`` and ``dvclive/``. Nothing in a checkpoint depends on the run
 folder's name, so the same recipe and seed give the same bytes under any name.
@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from prep.atomic import atomic_write, atomic_write_text
 from prep.faults import fault_point
-from prep.shards import ShardSet, sha256_file
+from prep.shards import ShardSet
 from train.assemble import (
     Dist,
     TrainingError,
@@ -423,15 +423,15 @@ class Trainer:
         return "max_epochs" if self.state.epoch >= self.cfg.max_epochs else ""
 
     def _write_config(self) -> None:
-        manifest = self.shards_root / "manifest.json"
+        manifest = self.train_set.manifest
         config = {
             **self.record,
             "step": self.spec.name,
             "config": self.config.to_dict(),
-            "shards": {
+            "shards": {  # what the data is (not where or when it was built), and where it was
                 "root": str(self.shards_root),
-                "manifest_sha256": sha256_file(manifest),
-                "feature_params": dict(self.train_set.manifest["params"]),
+                "content_sha256": manifest.content_sha256(),
+                "feature_params": dict(manifest.params),
             },
             "instruments": self.instruments,
             "world_size": self.env.world,

@@ -20,8 +20,6 @@ from pathlib import Path
 import mido
 import numpy as np
 
-from prep import defects as D
-
 SPLITS = ("train", "validation", "test")
 
 
@@ -58,6 +56,7 @@ def main() -> None:
     parser.add_argument("--copies", type=float, default=0.05, help="fraction exact copies")
     parser.add_argument("--edited", type=float, default=0.05, help="fraction near copies")
     args = parser.parse_args()
+    from prep import defects as D
     folder = args.folder or Path(tempfile.mkdtemp(prefix="leakage-"))
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)

@@ -35,8 +35,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from prep.shards import Manifest
 
 from benchmarks.common import add_json_option, description, write_json
 
@@ -94,10 +98,10 @@ def shard_contents(path: Path) -> dict[str, Any]:
     return contents
 
 
-def without_checksums(manifest: dict[str, Any]) -> dict[str, Any]:
-    shards = [{k: v for k, v in s.items() if k not in ("sha256", "bytes")}
-              for s in manifest["shards"]]
-    return {**{k: v for k, v in manifest.items() if k != "provenance"}, "shards": shards}
+def without_checksums(manifest: Manifest) -> Manifest:
+    """The manifest with each shard's checksum and size blanked (contents are compared file by
+    file instead); its provenance is left out of ``==`` anyway."""
+    return replace(manifest, shards=[replace(s, sha256="", bytes=0) for s in manifest.shards])
 
 
 def check_prep_state(out: Path, clean: Path) -> list[str]:
@@ -144,10 +148,10 @@ def soak_prep(work: Path, kills: int, rng: random.Random) -> dict[str, Any]:
     run_killed([*base, "--out", str(clean)], None, None)
     clean_s = time.perf_counter() - start
     clean_manifest = read_manifest(clean)
-    tracks = {t["track_id"] for s in clean_manifest["shards"] for t in s["tracks"]}
+    tracks = {t.track_id for t in clean_manifest.tracks()}
     stats = {"faults_injected": 0, "killed": 0, "finished_runs": 0, "survived": 0,
              "violations": [], "by_point": {}, "clean_build_s": round(clean_s, 2),
-             "shards": len(clean_manifest["shards"]), "tracks": len(tracks)}
+             "shards": len(clean_manifest.shards), "tracks": len(tracks)}
     force = False
     for _ in range(kills):
         if rng.random() < 0.3:
@@ -175,7 +179,7 @@ def soak_prep(work: Path, kills: int, rng: random.Random) -> dict[str, Any]:
     stats["violations"] += verify(out) + check_prep_state(out, clean)
     if without_checksums(final) != without_checksums(clean_manifest):
         stats["violations"].append("final manifest differs from the uninterrupted build's")
-    kept = {t["track_id"] for s in final["shards"] for t in s["tracks"]}
+    kept = {t.track_id for t in final.tracks()}
     stats["tracks_lost"] = sorted(tracks - kept)
     stats["leftover_partials"] = [str(p) for p in out.rglob("*.partial")]
     return stats
