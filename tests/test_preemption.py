@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import params_file
 from test_data import write_synthetic_shards
 
 from prep.faults import ENV_VAR, parse_fault_signals, parse_faults
@@ -46,16 +47,13 @@ TIMING = {"windows_per_s", "data_wait_fraction"}  # measured, not computed: may 
 
 
 @pytest.fixture(scope="module")
-def shards(tmp_path_factory) -> Path:
-    return write_synthetic_shards(tmp_path_factory.mktemp("shards"), n_train=2, n_val=1,
-                                  seconds=5.0)
+def shards(tiny_shards: Path) -> Path:
+    return tiny_shards
 
 
 @pytest.fixture(scope="module")
 def params(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("params") / "params.yaml"
-    path.write_text(PARAMS)
-    return path
+    return params_file(tmp_path_factory, PARAMS)
 
 
 @pytest.fixture(autouse=True)
@@ -84,15 +82,22 @@ def signalled(args: list[str], fault: str) -> subprocess.CompletedProcess:
     return result
 
 
-def assert_same_run(a: Path, b: Path) -> None:
-    """Bit-equal results: best.pt (and transcriptor.pt), last.pt's networks, weight averages,
-    Adam state and progress, and every metric but the measured timings."""
+def assert_same_weights_and_adam(a: Path, b: Path) -> tuple[dict, dict]:
+    """The two runs' last.pt: networks, weight averages and Adam state bit for bit; returns both
+    states for further checks."""
     last_a = torch.load(a / "last.pt", weights_only=True)
     last_b = torch.load(b / "last.pt", weights_only=True)
     for part in ("nets", "averaged"):
         torch.testing.assert_close(last_a[part], last_b[part], rtol=0, atol=0, msg=part)
     torch.testing.assert_close(last_a["optimizer"]["state"], last_b["optimizer"]["state"],
                                rtol=0, atol=0)
+    return last_a, last_b
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    """Bit-equal results: best.pt (and transcriptor.pt), last.pt's networks, weight averages,
+    Adam state and progress, and every metric but the measured timings."""
+    last_a, last_b = assert_same_weights_and_adam(a, b)
     assert last_a["optimizer"]["param_groups"] == last_b["optimizer"]["param_groups"]
     assert last_a["scheduler"] == last_b["scheduler"]
     progress_a, progress_b = last_a["progress"], last_b["progress"]
@@ -309,12 +314,7 @@ def assert_same_weights(a: Path, b: Path) -> None:
     best_a = torch.load(a / "best.pt", weights_only=True)["state_dict"]
     best_b = torch.load(b / "best.pt", weights_only=True)["state_dict"]
     torch.testing.assert_close(best_a, best_b, rtol=0, atol=0)
-    last_a = torch.load(a / "last.pt", weights_only=True)
-    last_b = torch.load(b / "last.pt", weights_only=True)
-    for part in ("nets", "averaged"):
-        torch.testing.assert_close(last_a[part], last_b[part], rtol=0, atol=0, msg=part)
-    torch.testing.assert_close(last_a["optimizer"]["state"], last_b["optimizer"]["state"],
-                               rtol=0, atol=0)
+    last_a, _ = assert_same_weights_and_adam(a, b)
     assert last_a["averaged"]["transcriptor"]["n_averaged"] == 6
 
 

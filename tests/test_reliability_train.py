@@ -23,7 +23,7 @@ import pytest
 import soundfile as sf
 import torch
 from click.testing import CliRunner
-from test_data import write_synthetic_shards
+from conftest import params_file
 from test_trainer import MODEL, run_recipe
 
 import prep.shards as S
@@ -43,16 +43,13 @@ train: {val_windows: 2, num_workers: 0, device: cpu, batch_size: 2, window_frame
 
 
 @pytest.fixture(scope="module")
-def shards(tmp_path_factory) -> Path:
-    return write_synthetic_shards(tmp_path_factory.mktemp("shards"), n_train=2, n_val=1,
-                                  seconds=5.0)
+def shards(tiny_shards: Path) -> Path:
+    return tiny_shards
 
 
 @pytest.fixture(scope="module")
 def params(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("params") / "params.yaml"
-    path.write_text(KILL_PARAMS)
-    return path
+    return params_file(tmp_path_factory, KILL_PARAMS)
 
 
 def train_args(step: str, shards: Path, out: Path, params: Path, *extra: str) -> list[str]:
