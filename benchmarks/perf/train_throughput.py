@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from benchmarks.common import (
@@ -52,10 +53,11 @@ SYSTEMS = [  # (system = run folder, recipe (train/recipes.yaml), sections set o
 
 
 def synthetic_shards(root: Path, n_train: int = 4, seconds: float = 20.0) -> Path:
-    """``n_train`` training tracks x ``seconds`` and 2 validation tracks, with stems, made on
-    every core (tests/test_data.py's tracks and features); a set under ``root`` whose manifest
-    exists (written last) is reused."""
-    if (root / "manifest.json").is_file():
+    """``n_train`` training tracks x ``seconds`` and 2 validation tracks without stems (what the
+    weakly supervised steps accept), and the same tracks with stems in ``root/with-stems`` for
+    the supervised reference (:func:`shards_for`); made on every core (tests/test_data.py's
+    tracks and features). A set under ``root`` whose manifests exist (written last) is reused."""
+    if (root / "manifest.json").is_file() and (root / "with-stems" / "manifest.json").is_file():
         return root
     from joblib import Parallel, delayed
 
@@ -67,14 +69,24 @@ def synthetic_shards(root: Path, n_train: int = 4, seconds: float = 20.0) -> Pat
         tracks = Parallel(n_jobs=min(count, os.cpu_count() or 1))(
             delayed(synthetic_track)(split_index, k, seconds, f"Track{split[0]}{k:03d}")
             for k in range(count))
-        with ShardWriter(root / split / f"{split}-00000.h5", split=split,
-                         instruments=list(instruments), feature_params=FeatureParams(),
-                         source={"source_corpus": "synthetic-bench", "split_scheme": "test"}
-                         ) as writer:
-            for arrays in tracks:
-                writer.add_track(arrays)
-    write_manifest(root, manifest_from_shards(root))
+        for folder, stems in ((root, False), (root / "with-stems", True)):
+            with ShardWriter(folder / split / f"{split}-00000.h5", split=split,
+                             instruments=list(instruments), feature_params=FeatureParams(),
+                             source={"source_corpus": "synthetic-bench", "split_scheme": "test",
+                                     "stems_mode": "all" if stems else "none"}
+                             ) as writer:
+                for arrays in tracks:
+                    writer.add_track(arrays if stems else replace(arrays, stems=None))
+    for folder in (root / "with-stems", root):
+        write_manifest(folder, manifest_from_shards(folder))
     return root
+
+
+def shards_for(shards: Path, step: str) -> Path:
+    """The supervised reference trains on the shards with stems, every other step on those
+    without (``train.assemble.check_stem_access``): ``shards/with-stems`` when it exists."""
+    with_stems = shards / "with-stems"
+    return with_stems if step == "supervised" and with_stems.is_dir() else shards
 
 
 def measure(shards: Path, runs: Path, steps: int, workers: int, device: str,
@@ -114,7 +126,8 @@ def measure(shards: Path, runs: Path, steps: int, workers: int, device: str,
             # what torch did before the trainer chose: the same count in every process
             os.environ["OMP_NUM_THREADS"] = str(threads)
             torch.set_num_threads(threads)
-        metrics = run(resolved, shards, runs / name, progress=False, dvclive=dvclive)
+        metrics = run(resolved, shards_for(shards, step), runs / name, progress=False,
+                      dvclive=dvclive)
         os.environ.pop("OMP_NUM_THREADS", None)
         if systems is not None and name not in systems:
             continue
