@@ -7,6 +7,7 @@ and does not depend on the trainer's API. A new script is found by pkgutil and c
 
 from __future__ import annotations
 
+import json
 import pkgutil
 import subprocess
 import sys
@@ -100,3 +101,23 @@ def test_preregistered_runner_lists_the_plan_and_refuses_to_score_early(tmp_path
                            env=env)
     assert score.returncode == 1 and "refusing to score test" in score.stderr
     assert not (tmp_path / "work" / "TEST_SCORED").exists()
+
+
+def test_gpu_util_attributes_samples_to_passes(tmp_path):
+    (tmp_path / "all.log").write_text(
+        "== paper-w6: --workers 6 (10:00:01)\nstep lines\n"
+        "== paper-w2: --workers 2 (10:00:03)\ndone 10:00:05\n")
+    (tmp_path / "util.csv").write_text(
+        "timestamp, utilization.gpu [%], memory.used [MiB]\n"
+        "2026/12/02 10:00:01.100, 50 %, 1000 MiB\n2026/12/02 10:00:02.900, 95 %, 2000 MiB\n"
+        "2026/12/02 10:00:03.100, 91 %, 3000 MiB\n2026/12/02 10:00:06.100, 0 %, 0 MiB\n"
+        "2026/12/02 10:00:0\n")  # a line nvidia-smi cut short
+    result = subprocess.run([sys.executable, "-m", "benchmarks.perf.gpu_util", str(tmp_path)],
+                            capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert result.returncode == 0, result.stderr
+    figures = json.loads((tmp_path / "util.json").read_text())
+    assert figures == {
+        "paper-w6": {"samples": 2, "mean_util": 72.5, "busy_90_share": 0.5,
+                     "peak_memory_mib": 2000.0},
+        "paper-w2": {"samples": 1, "mean_util": 91.0, "busy_90_share": 1.0,
+                     "peak_memory_mib": 3000.0}}  # the sample after "done" belongs to none
