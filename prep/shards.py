@@ -56,6 +56,11 @@ stable figure on a shared machine, wall-clock windows/s is what the load left)::
 
 (re-measured 2026-11-24 on the idle 2-core machine, 1000 windows, medians of 3.)
 
+(These figures are ``read_frames``, h5py slicing per window and field. Training reads through
+``ShardSet.read_stored_frames``, below h5py: ~15k windows per CPU-s on the default layout while
+the decompressed mask chunks stay in its cache, ~4.5k when they do not, the raw rate with
+uncompressed masks; reports/bench/findings/34-window-loading.md.)
+
 So: 64-frame chunks (2 s; chunk length hardly matters for a 129-frame window), float16 spec
 uncompressed (lzf gains nothing on float16 magnitudes, shuffle/gzip save <= 8 % at 3x the CPU),
 roll/mask/activity gzip level 1 (they are sparse: without compression the size target of
@@ -87,7 +92,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
+import zlib
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import MISSING, asdict, dataclass, field, fields
@@ -1075,6 +1083,125 @@ def _verify_track(group: h5py.Group, n_instruments: int, listed: TrackEntry | No
 # --------------------------------------------------------------------------------------------
 
 
+# --------------------------------------------------------------------------------------------
+# Window reads below h5py's selection machinery
+# --------------------------------------------------------------------------------------------
+
+
+class _ChunkCache:
+    """Per-process LRU of decompressed chunks, bounded in bytes.
+
+    HDF5's own chunk cache is per open dataset (``rdcc_nbytes``); this one is shared by all
+    datasets of a ``ShardSet`` and hands out numpy views, so a cached chunk costs one slice copy.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = int(max_bytes)
+        self.bytes = 0
+        self._chunks: OrderedDict[tuple[int, str, int], np.ndarray] = OrderedDict()
+
+    def get(self, key: tuple[int, str, int]) -> np.ndarray | None:
+        chunk = self._chunks.get(key)
+        if chunk is not None:
+            self._chunks.move_to_end(key)
+        return chunk
+
+    def put(self, key: tuple[int, str, int], chunk: np.ndarray) -> None:
+        if chunk.nbytes > self.max_bytes:
+            return
+        self._chunks[key] = chunk
+        self.bytes += chunk.nbytes
+        while self.bytes > self.max_bytes:
+            _, old = self._chunks.popitem(last=False)
+            self.bytes -= old.nbytes
+
+
+class _FrameReader:
+    """Reads frame rows ``[lo, hi)`` of one time-major frame dataset into a caller's buffer.
+
+    h5py's slicing costs 20-90 us per call in selection building and type handling, more than
+    copying a window. So chunks whose layout is plain are read directly: uncompressed chunks
+    as views of the memory-mapped file (the chunk's byte offset from HDF5's chunk index),
+    deflate-only chunks with ``read_direct_chunk`` + ``zlib`` into the :class:`_ChunkCache`.
+    Anything else (other filters, chunks that do not span whole frames, unallocated chunks, a
+    user block) goes through ``Dataset.read_direct``: same values, just slower.
+    """
+
+    def __init__(
+        self,
+        key: tuple[int, str],
+        dataset: h5py.Dataset,
+        file_map: mmap.mmap | None,
+        cache: _ChunkCache,
+    ) -> None:
+        self.key = key
+        self.dataset = dataset
+        self.dtype = dataset.dtype
+        self.tail = tuple(dataset.shape[1:])
+        self.cache = cache
+        self.file_map = file_map
+        self.mode = self._mode(dataset, file_map)
+        self.frames = int(dataset.chunks[0]) if self.mode != "h5py" else 0
+        self.chunk_items = self.frames * int(np.prod(self.tail, dtype=np.int64))
+        self._views: dict[int, np.ndarray] = {}
+
+    @staticmethod
+    def _mode(dataset: h5py.Dataset, file_map: mmap.mmap | None) -> str:
+        chunks = dataset.chunks
+        if chunks is None or tuple(chunks[1:]) != tuple(dataset.shape[1:]):
+            return "h5py"
+        plist = dataset.id.get_create_plist()
+        filters = [plist.get_filter(i)[0] for i in range(plist.get_nfilters())]
+        if not filters:
+            return "mmap" if file_map is not None else "h5py"
+        if filters == [h5py.h5z.FILTER_DEFLATE]:
+            return "deflate"
+        return "h5py"
+
+    def _chunk(self, index: int) -> np.ndarray | None:
+        """Chunk ``index`` as an array [frames, *tail], or None (unallocated: use h5py)."""
+        if self.mode == "mmap":
+            view = self._views.get(index)
+            if view is None:
+                coord = (index * self.frames,) + (0,) * len(self.tail)
+                info = self.dataset.id.get_chunk_info_by_coord(coord)
+                if info.byte_offset is None:
+                    return None
+                view = np.frombuffer(
+                    self.file_map, self.dtype, self.chunk_items, info.byte_offset
+                ).reshape((self.frames,) + self.tail)
+                self._views[index] = view
+            return view
+        key = self.key + (index,)
+        chunk = self.cache.get(key)
+        if chunk is None:
+            coord = (index * self.frames,) + (0,) * len(self.tail)
+            try:
+                filter_mask, raw = self.dataset.id.read_direct_chunk(coord)
+            except (KeyError, ValueError, RuntimeError):
+                return None
+            data = raw if filter_mask & 1 else zlib.decompress(raw)
+            chunk = np.frombuffer(data, self.dtype, self.chunk_items).reshape(
+                (self.frames,) + self.tail
+            )
+            self.cache.put(key, chunk)
+        return chunk
+
+    def read_into(self, lo: int, hi: int, out: np.ndarray) -> None:
+        """Copy frames ``lo .. hi-1`` (within the dataset) into ``out[: hi - lo]``."""
+        if self.mode != "h5py":
+            frames = self.frames
+            for index in range(lo // frames, (hi - 1) // frames + 1):
+                chunk = self._chunk(index)
+                if chunk is None:
+                    break
+                first, last = max(lo, index * frames), min(hi, (index + 1) * frames)
+                out[first - lo : last - lo] = chunk[first - index * frames : last - index * frames]
+            else:
+                return
+        self.dataset.read_direct(out, np.s_[lo:hi], np.s_[0 : hi - lo])
+
+
 class ShardSet:
     """Read-only view of one split of an output folder (the training side of the format).
 
@@ -1083,19 +1210,29 @@ class ShardSet:
     hashing), and opens the HDF5 files lazily, one handle per file per process, so a copy
     forked or pickled into a DataLoader worker opens its own handles.
 
+    ``cache_bytes`` is HDF5's chunk cache per open dataset; ``chunk_cache_bytes`` bounds this
+    process's cache of decompressed chunks for :meth:`read_stored_frames` (the training reader,
+    which bypasses h5py's per-call overhead, see :class:`_FrameReader`).
+
     Frame fields: ``spec`` float32 [T, 1025], ``roll`` bool [T, I, 88], ``harmonic_mask`` bool
     [T, I, 1025], ``activity`` bool [T, I]. Sample fields: ``mix`` float32 [L], ``stems``
     float32 [I, L].
     """
 
     def __init__(
-        self, root: Path, split: str, verify_checksums: bool = True, cache_bytes: int = 4 * 2**20
+        self,
+        root: Path,
+        split: str,
+        verify_checksums: bool = True,
+        cache_bytes: int = 4 * 2**20,
+        chunk_cache_bytes: int = 64 * 2**20,
     ) -> None:
         self.root = Path(root)
         self.split = split
         self.manifest = read_manifest(self.root)
         self.instruments: list[str] = list(self.manifest.instruments)
         self._cache_bytes = int(cache_bytes)
+        self._chunk_cache_bytes = int(chunk_cache_bytes)
         entries = self.manifest.split_shards(split)
         if not entries:
             splits = self.manifest.splits
@@ -1118,7 +1255,14 @@ class ShardSet:
         # much as the window read itself.
         self._datasets: dict[int, dict[str, h5py.Dataset]] = {}
         self._unpacked_bins: dict[int, int] = {}
+        self._reset_readers()
         self._pid = os.getpid()
+
+    def _reset_readers(self) -> None:
+        """Forget this process's raw readers (file maps, chunk views, decompressed chunks)."""
+        self._readers: dict[tuple[int, str], _FrameReader] = {}
+        self._maps: dict[Path, mmap.mmap | None] = {}
+        self._chunk_cache = _ChunkCache(self._chunk_cache_bytes)
 
     def _check_files(self, verify_checksums: bool) -> None:
         for path, entry in self._entries.items():
@@ -1182,6 +1326,7 @@ class ShardSet:
             self._handles = {}
             self._datasets = {}
             self._unpacked_bins = {}
+            self._reset_readers()
             self._pid = os.getpid()
         handle = self._handles.get(path)
         if handle is None:
@@ -1220,11 +1365,14 @@ class ShardSet:
                 handle.close()
         self._handles = {}
         self._datasets = {}
+        self._reset_readers()  # the maps close once their chunk views are gone
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_handles"] = {}
         state["_datasets"] = {}
+        state["_readers"], state["_maps"] = {}, {}
+        state["_chunk_cache"] = _ChunkCache(self._chunk_cache_bytes)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -1280,6 +1428,63 @@ class ShardSet:
         if hi > lo:
             padded[lo - start : hi - start] = block
         return padded
+
+    def _file_map(self, path: Path, handle: h5py.File) -> mmap.mmap | None:
+        """The shard memory-mapped read-only (None for a file with a user block, whose HDF5
+        addresses are not file offsets, or an empty one)."""
+        if path not in self._maps:
+            file_map = None
+            if handle.userblock_size == 0 and path.stat().st_size > 0:
+                with open(path, "rb") as stream:
+                    file_map = mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ)
+            self._maps[path] = file_map
+        return self._maps[path]
+
+    def _frame_reader(self, track_index: int, name: str) -> _FrameReader:
+        reader = self._readers.get((track_index, name))
+        if reader is None or self._pid != os.getpid():
+            datasets = self._track_datasets(track_index)  # resets a forked copy's caches
+            if name not in FRAME_FIELDS:
+                raise ValueError(f"unknown frame field {name!r}; choose from {FRAME_FIELDS}")
+            if name not in datasets:
+                raise ShardError(f"dataset {name!r} missing (run `prep verify`)")
+            path = self.tracks[track_index].shard_path
+            file_map = self._file_map(path, self._file(path))
+            reader = _FrameReader((track_index, name), datasets[name], file_map, self._chunk_cache)
+            self._readers[(track_index, name)] = reader
+        return reader
+
+    def stored_frame_field(self, track_index: int, name: str) -> tuple[tuple[int, ...], np.dtype]:
+        """Shape per frame and dtype of frame field ``name`` as stored in a track's shard: spec
+        float16 [1025], roll bool [I, 88], harmonic_mask uint8 [I, 129] when bit-packed (attr
+        ``bitpacked``; else bool [I, 1025]), activity bool [I]."""
+        reader = self._frame_reader(track_index, name)
+        return reader.tail, reader.dtype
+
+    def packed_bins(self, track_index: int) -> int | None:
+        """Bins of the track's harmonic mask when stored bit-packed (``np.packbits`` on the
+        last axis, attr ``unpacked_length``), None when stored as bools."""
+        if "harmonic_mask_packed" not in self._track_datasets(track_index):
+            return None
+        return self._unpacked_bins[track_index]
+
+    def read_stored_frames(
+        self, track_index: int, start: int, n_frames: int, name: str, out: np.ndarray
+    ) -> None:
+        """Frames ``start .. start+n_frames-1`` of field ``name`` as stored (no dtype conversion
+        or unpacking, see :meth:`stored_frame_field`) into ``out`` [n_frames, ...]; frames
+        outside the track are zeros. The training reader: about 3-10x cheaper per window than
+        :meth:`read_frames`, whose conversions are left to the consumer (e.g. on the device)."""
+        reader = self._frame_reader(track_index, name)
+        if out.shape != (n_frames,) + reader.tail:
+            raise ValueError(f"{name}: out has shape {out.shape}, needs {(n_frames,) + reader.tail}")
+        lo, hi = max(start, 0), min(start + n_frames, self.tracks[track_index].n_frames)
+        if hi <= lo:
+            out[...] = 0
+            return
+        out[: lo - start] = 0
+        out[hi - start :] = 0
+        reader.read_into(lo, hi, out[lo - start :])
 
     def read_samples(
         self,

@@ -340,12 +340,18 @@ def build_loaders(
     sampler = EpochBatchSampler(
         track_frame_counts(train_set), cfg.batch_size, cfg.steps_per_epoch, cfg.seed, env.rank
     )
+    # On a GPU the workers deliver stored batches and to_device decodes them there (the same
+    # batch bit for bit, ~15x less worker CPU per window: benchmarks/perf/loading.py).
+    on_device = env.device.type == "cuda"
     train_loader = make_loader(
-        WindowDataset(train_set, spec.fields, cfg.window_frames), sampler, cfg.num_workers, pin
+        WindowDataset(train_set, spec.fields, cfg.window_frames, decode_on_device=on_device),
+        sampler,
+        cfg.num_workers,
+        pin,
     )
     val = validation_windows(val_set, cfg.val_windows, cfg.seed)
     val_loader = make_loader(
-        WindowDataset(val_set, spec.fields, cfg.window_frames),
+        WindowDataset(val_set, spec.fields, cfg.window_frames, decode_on_device=on_device),
         FixedBatchSampler(val[env.rank :: env.world], cfg.batch_size),
         0,
         pin,

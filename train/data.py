@@ -18,6 +18,11 @@ Batches are channel-major, as the models expect (see docs/ARCHITECTURE.md):
 * ``activity`` bool ``[B, I, T]``: frame-level instrument activity,
 * ``stems`` float32 ``[B, I, L]``: padded stem audio whose ``stft(center=False)`` gives exactly
   the window's frames (only when asked for, for the supervised system).
+
+On a GPU the loader workers deliver the batch as stored instead (``decode_on_device``: float16
+spec, bit-packed mask, time-major; a third of the bytes) and :func:`to_device` decodes it on the
+device into exactly the batch above: a worker then reads ~15k windows per CPU-second, the rate
+of a raw memory-mapped read (reports/bench/findings/34-window-loading.md).
 """
 
 from __future__ import annotations
@@ -29,12 +34,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from prep.features import WINDOW_FRAMES
+from prep.features import N_BINS, WINDOW_FRAMES
 from train.preemption import ignore_stop_signals
 
 # Shard fields (time-major) -> batch keys (channel-major).
 FRAME_FIELDS = {"spec": "X", "roll": "Y", "harmonic_mask": "A", "activity": "activity"}
 SAMPLE_FIELDS = {"stems": "stems"}
+# Frame fields as stored (time-major, spec float16, harmonic mask bit-packed) -> the key of a
+# "stored" batch, which ``decode_batch`` turns into the batch keys above.
+STORED_PREFIX = "stored_"
 # Seed-sequence tag that keeps validation windows independent of every training step.
 _VALIDATION_TAG = 0x7A11D
 
@@ -125,9 +133,19 @@ class WindowDataset(Dataset):
         fields: shard fields to read: any of ``spec``, ``roll``, ``harmonic_mask``, ``activity``
             (frame fields) and ``stems`` (audio, for the supervised target).
         window_frames: frames per window (129 = 4 s).
+        decode_on_device: deliver stored batches (:meth:`read_stored`) and leave the decoding
+            (float16 -> float32, mask unpacking, time axis last) to :func:`to_device`, on the
+            training device: the same batch there, bit for bit, at a fraction of a loader
+            worker's CPU time (the decoding is ~3/4 of it, and a third of the bytes to copy).
     """
 
-    def __init__(self, shards, fields: Sequence[str], window_frames: int = WINDOW_FRAMES):
+    def __init__(
+        self,
+        shards,
+        fields: Sequence[str],
+        window_frames: int = WINDOW_FRAMES,
+        decode_on_device: bool = False,
+    ):
         unknown = set(fields) - set(FRAME_FIELDS) - set(SAMPLE_FIELDS)
         if unknown:
             raise ValueError(
@@ -138,6 +156,7 @@ class WindowDataset(Dataset):
         self.frame_fields = tuple(f for f in FRAME_FIELDS if f in fields)
         self.sample_fields = tuple(f for f in SAMPLE_FIELDS if f in fields)
         self.window_frames = window_frames
+        self.decode_on_device = decode_on_device
         if self.sample_fields:
             missing = [t.track_id for t in shards.tracks if not t.has_stems]
             if missing:
@@ -173,7 +192,77 @@ class WindowDataset(Dataset):
                 item[key] = np.moveaxis(item[key], 0, -1)
         return item
 
+    def _stored_buffer(self, windows: Sequence[Window], field: str) -> np.ndarray:
+        """An uninitialised [B, T, ...] buffer in the stored dtype of ``field`` (the harmonic
+        mask always bit-packed)."""
+        tail, dtype = self.shards.stored_frame_field(windows[0].track_index, field)
+        if field == "harmonic_mask":
+            tail, dtype = tail[:-1] + ((N_BINS + 7) // 8,), np.dtype(np.uint8)
+        return np.empty((len(windows), self.window_frames) + tuple(tail), dtype=dtype)
+
+    def _read_stored_mask(self, window: Window, out: np.ndarray) -> None:
+        """One window's harmonic mask bit-packed into ``out`` (packed in the shard or not)."""
+        bins = self.shards.packed_bins(window.track_index)
+        if bins is not None:
+            if bins != N_BINS:
+                raise ValueError(f"harmonic mask of {bins} bins; the models take {N_BINS}")
+            self.shards.read_stored_frames(
+                window.track_index, window.start, self.window_frames, "harmonic_mask", out
+            )
+            return
+        tail, dtype = self.shards.stored_frame_field(window.track_index, "harmonic_mask")
+        bools = np.empty((self.window_frames,) + tuple(tail), dtype=dtype)
+        self.shards.read_stored_frames(
+            window.track_index, window.start, self.window_frames, "harmonic_mask", bools
+        )
+        out[...] = np.packbits(bools, axis=-1)
+
+    def read_stored(self, windows: Sequence[Window]) -> dict[str, torch.Tensor]:
+        """A batch as stored, time-major: ``stored_spec`` float16 [B, T, F] (the shard's spec
+        dtype), ``stored_roll`` bool [B, T, I, 88], ``stored_harmonic_mask`` uint8 [B, T, I,
+        ceil(F/8)] (``np.packbits`` on the bins), ``stored_activity`` bool [B, T, I], and
+        ``stems`` as in :meth:`__getitem__`. :func:`decode_batch` makes the model batch of it.
+
+        One copy per window and field into preallocated batch buffers, through
+        ``ShardSet.read_stored_frames`` (memory-mapped spec chunks, cached decompressed mask
+        chunks), no per-window dtype conversion.
+        """
+        batch: dict[str, torch.Tensor] = {}
+        for field in self.frame_fields:
+            buffer = self._stored_buffer(windows, field)
+            for row, window in zip(buffer, windows, strict=True):
+                if field == "harmonic_mask":
+                    self._read_stored_mask(window, row)
+                else:
+                    self.shards.read_stored_frames(
+                        window.track_index, window.start, self.window_frames, field, row
+                    )
+            batch[STORED_PREFIX + field] = torch.from_numpy(buffer)
+        if self.sample_fields:
+            for key, value in self._read_samples(windows).items():
+                batch[key] = value
+        return batch
+
+    def _read_samples(self, windows: Sequence[Window]) -> dict[str, torch.Tensor]:
+        """The sample fields (stems) of a batch, float32 [B, I, L]."""
+        out: dict[str, torch.Tensor] = {}
+        for field in self.sample_fields:
+            rows = [
+                self.shards.read_samples(w.track_index, w.start, self.window_frames, (field,))
+                for w in windows
+            ]
+            out[SAMPLE_FIELDS[field]] = torch.from_numpy(
+                np.stack([np.asarray(r[field], dtype=np.float32) for r in rows])
+            )
+        return out
+
     def __getitem__(self, windows: Sequence[Window]) -> dict[str, torch.Tensor]:
+        stored = self.read_stored(windows)
+        return stored if self.decode_on_device else decode_batch(stored)
+
+    def read_batch_reference(self, windows: Sequence[Window]) -> dict[str, torch.Tensor]:
+        """The batch through ``ShardSet.read_frames`` window by window (the reader before
+        :meth:`read_stored`; kept as the reference its output is tested against)."""
         items = [self._read_time_major(w) for w in windows]
         batch = {}
         for key in items[0]:
@@ -276,10 +365,50 @@ def stop_workers(loader: DataLoader) -> None:
     loader._iterator = None
 
 
-def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    """Copy a batch to ``device`` (non-blocking from pinned memory); bool masks become float."""
-    out = {}
+def unpack_bits(packed: torch.Tensor, count: int) -> torch.Tensor:
+    """``np.unpackbits(packed, axis=-1, count=count).view(bool)`` in torch (any device)."""
+    shifts = torch.arange(7, -1, -1, dtype=torch.uint8, device=packed.device)
+    bits = (packed.unsqueeze(-1) >> shifts) & 1
+    return bits.flatten(-2)[..., :count].bool()
+
+
+def _time_last(value: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """[B, T, ...] -> contiguous [B, ..., T] of ``dtype``: one strided copy with the conversion
+    (cheaper than converting, then transposing)."""
+    moved = value.movedim(1, -1)
+    return torch.empty(moved.shape, dtype=dtype, device=value.device).copy_(moved)
+
+
+def decode_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The model batch of a :meth:`WindowDataset.read_stored` batch, on the batch's device:
+    ``X`` float32 [B, F, T], ``Y`` float32 [B, I, 88, T], ``A`` bool [B, I, F, T],
+    ``activity`` bool [B, I, T], other keys as they are. Every conversion is exact (float16 ->
+    float32, bits -> bools, transposes), so the batch is the same bit for bit wherever it runs.
+    """
+    out: dict[str, torch.Tensor] = {}
     for key, value in batch.items():
-        value = value.to(device, non_blocking=True)
-        out[key] = value.float() if value.dtype == torch.bool and key == "A" else value
+        if not key.startswith(STORED_PREFIX):
+            out[key] = value
+            continue
+        field = key[len(STORED_PREFIX) :]
+        if field == "spec":
+            out["X"] = _time_last(value, torch.float32)
+        elif field == "roll":
+            out["Y"] = _time_last(value, torch.float32)
+        elif field == "harmonic_mask":
+            out["A"] = _time_last(unpack_bits(value, N_BINS), torch.bool)
+        elif field == "activity":
+            out["activity"] = _time_last(value, torch.bool)
+        else:
+            raise ValueError(f"unknown stored field {field!r}")
     return out
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """Copy a batch to ``device`` (non-blocking from pinned memory) and decode a stored batch
+    there (:func:`decode_batch`); bool masks become float."""
+    moved = decode_batch({key: value.to(device, non_blocking=True) for key, value in batch.items()})
+    return {
+        key: value.float() if value.dtype == torch.bool and key == "A" else value
+        for key, value in moved.items()
+    }

@@ -14,8 +14,13 @@ and its shards built by ``prep.build.build_shards``, three ways to get everythin
 step needs for a random 4-s window (X, Y, A, activity), in windows per CPU-second of one
 process (= one DataLoader worker) and per wall-second of a 1-worker DataLoader:
 
-* ``shards``: the product's reader path, ``train.data.WindowDataset`` (``ShardSet.read_frames``)
-  in batches of 8, as a DataLoader worker runs it;
+* ``shards, stored``: the training reader on a GPU, ``train.data.WindowDataset(...,
+  decode_on_device=True)`` in batches of 8, as a DataLoader worker runs it: stored bytes
+  (float16 spec, bit-packed mask, time-major) through ``ShardSet.read_stored_frames``; the exact
+  decoding to the model batch runs on the device in ``train.data.to_device``;
+* ``shards, decoded``: the same batches decoded in the worker (``WindowDataset`` default, CPU
+  training), and ``read_frames``: the reader before ``read_stored_frames`` (h5py slicing per
+  window and field, ``WindowDataset.read_batch_reference``);
 * ``raw mmap``: the physical limit, copying the same delivered bytes (spec f32, roll, mask and
   activity as bools) out of uncompressed memory-mapped arrays in the page cache;
 * ``on the fly``: what users do without a feature cache, as typical Slakh torch Datasets do:
@@ -174,6 +179,7 @@ def measure(
 # --------------------------------------------------------------------------------------------
 
 FIELDS = ("spec", "roll", "harmonic_mask", "activity")
+STORED = "shards, stored (decode on device)"
 INSTRUMENTS = "piano,guitar,bass"
 
 
@@ -203,15 +209,18 @@ def time_cpu(fn, repeats: int) -> tuple[float, float]:
     return statistics.median(cpus), statistics.median(walls)
 
 
-def shard_reader(shards: S.ShardSet, windows: list, batch: int = 8):
-    """The product's path: WindowDataset batches of ``batch`` windows (what a worker does)."""
+def shard_reader(shards: S.ShardSet, windows: list, batch: int = 8, mode: str = "stored"):
+    """The product's path: WindowDataset batches of ``batch`` windows (what a worker does);
+    ``mode`` "stored" (decoded later on the device), "decoded" (in the worker) or "read_frames"
+    (the reference reader through ``ShardSet.read_frames``)."""
     from train.data import WindowDataset
 
-    dataset = WindowDataset(shards, FIELDS)
+    dataset = WindowDataset(shards, FIELDS, decode_on_device=mode == "stored")
+    read = dataset.read_batch_reference if mode == "read_frames" else dataset.__getitem__
 
     def run() -> None:
         for first in range(0, len(windows), batch):
-            dataset[windows[first : first + batch]]
+            read(windows[first : first + batch])
 
     return run
 
@@ -220,8 +229,8 @@ def loader_wall_rate(shards: S.ShardSet, windows: list, batch: int = 8) -> float
     """Windows per wall-second through a 1-worker DataLoader (``train.data.make_loader``)."""
     from train.data import FixedBatchSampler, WindowDataset, make_loader
 
-    loader = make_loader(WindowDataset(shards, FIELDS), FixedBatchSampler(windows, batch), 1,
-                         False)
+    loader = make_loader(WindowDataset(shards, FIELDS, decode_on_device=True),
+                         FixedBatchSampler(windows, batch), 1, False)
     iterator = iter(loader)
     next(iterator)  # worker start-up outside the timing
     start = time.perf_counter()
@@ -353,6 +362,8 @@ def compare_paths(corpus: Path, folder: Path, windows: int, fly_windows: int,
     picks = random_windows(shards, windows, seed=1)
     reader = shard_reader(shards, picks)
     reader()  # open files, fill the page cache
+    decoded, reference = (shard_reader(shards, picks, mode=m) for m in ("decoded", "read_frames"))
+    reference()
     raw = raw_mmap_reader(shards, picks, folder)
     raw()
     fly, load_one = on_the_fly_reader(corpus, shards, picks[:fly_windows])
@@ -363,16 +374,23 @@ def compare_paths(corpus: Path, folder: Path, windows: int, fly_windows: int,
     agree = {"roll": float(np.mean(mine["roll"] == stored["roll"])),
              "spec_rel_err": float(np.abs(mine["spec"][2:-2] - stored["spec"][2:-2]).mean()
                                    / max(float(np.abs(stored["spec"]).mean()), 1e-12))}
+    paths = {STORED: (reader, windows), "shards, decoded in the worker": (decoded, windows),
+             "shards, read_frames (before)": (reference, windows),
+             "raw mmap (limit)": (raw, windows),
+             "on the fly (decode+resample+STFT+MIDI)": (fly, fly_windows)}
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in paths}
+    for _ in range(repeats):  # alternate the paths: load changes hit them alike
+        for name, (fn, _count) in paths.items():
+            times[name].append(time_cpu(fn, 1))
     rows = {}
-    for name, fn, count in (("shards (WindowDataset)", reader, windows),
-                            ("raw mmap (limit)", raw, windows),
-                            ("on the fly (decode+resample+STFT+MIDI)", fly, fly_windows)):
-        cpu, wall = time_cpu(fn, repeats)
+    for name, (_fn, count) in paths.items():
+        cpu = statistics.median(t[0] for t in times[name])
+        wall = statistics.median(t[1] for t in times[name])
         rows[name] = {"windows_per_cpu_s": count / cpu, "windows_per_s": count / wall,
                       "windows": count}
-    rows["shards (WindowDataset)"]["dataloader_1_worker_windows_per_s"] = statistics.median(
+    rows[STORED]["dataloader_1_worker_windows_per_s"] = statistics.median(
         loader_wall_rate(shards, picks) for _ in range(repeats))
-    shard_rate = rows["shards (WindowDataset)"]["windows_per_cpu_s"]
+    shard_rate = rows[STORED]["windows_per_cpu_s"]
     result = {
         "rows": rows, "window_mb": window_bytes(shards) / 1e6, "check": agree,
         "x_faster_than_on_the_fly": shard_rate
