@@ -8,9 +8,12 @@ The paper's losses come from :mod:`train.losses`; our extensions plug in at thei
 (:mod:`train.extensions`), each only when its config section turns it on.
 
 Gradient routing (step 3): the separator is trained with L_sep (eq. 8) through the transcriptor
-used as a critic with its parameters frozen for that pass; the transcriptor is trained with
-L_TL-3 (eq. 11) on *detached* separated outputs. The two totals touch disjoint parameter sets,
-so one ``backward`` of their sum updates each network with its own loss only.
+used as a critic, whose parameters L_sep must not move; the transcriptor is trained with
+L_TL-3 (eq. 11), which must not move the separator. The critic term and L_ATL (eq. 10) read the
+same logits on S_hat, so one transcriptor pass over [X, S_hat_i, X~] serves both, and the
+trainer backpropagates each network's total into that network's parameters only
+(:func:`train.trainer.backward_each`). Where no pass is shared (step 2, the anchor) the critic
+runs with its parameters frozen (:meth:`StepContext.critic`).
 """
 
 from __future__ import annotations
@@ -102,12 +105,36 @@ def _separate(ctx: StepContext, X: Tensor) -> Tensor:
     return ctx.forward("separator", "forward", X) * X[:, None]
 
 
-def _separator_loss(ctx: StepContext, batch: dict[str, Tensor], S_hat: Tensor) -> tuple:
-    """L_sep (eq. 8) with the transcriptor as critic, plus the `anchor` and `owned_remix`
-    extensions' terms when they are on."""
+def _owned_remix_term(
+    ctx: StepContext, batch: dict[str, Tensor], S_hat: Tensor
+) -> Tensor | None:
+    """gamma L_own of the `owned_remix` extension (None when off); draws its donors from
+    ``ctx.generator``, so it runs before any other draw of the step."""
+    cfg = ctx.config
+    if cfg.owned_remix.weight <= 0:
+        return None
+    return E.owned_remix_loss(
+        cfg.owned_remix, lambda x: _separate(ctx, x), batch["X"], batch["A"], S_hat,
+        ctx.generator, cfg.loss.mixture_norm,
+    )
+
+
+def _separator_loss(
+    ctx: StepContext,
+    batch: dict[str, Tensor],
+    S_hat: Tensor,
+    z_each: Tensor | None = None,
+    l_own: Tensor | None = None,
+) -> tuple:
+    """L_sep (eq. 8) with the transcriptor as critic, plus the `anchor` term and the
+    `owned_remix` term ``l_own`` (:func:`_owned_remix_term`) when they are on.
+
+    ``z_each``: the transcriptor's logits on ``S_hat`` when the step already has them (step 3
+    shares one pass between the critic and L_ATL); else the critic runs here, frozen."""
     cfg = ctx.config
     X, Y = batch["X"], batch["Y"]
-    z_each = ctx.critic("transcriptor", "logits_of_sources", S_hat)  # [B, I_src, I, 88, T]
+    if z_each is None:
+        z_each = ctx.critic("transcriptor", "logits_of_sources", S_hat)  # [B, I_src, I, 88, T]
     total, terms = L.separation_loss(
         z_each, Y, X, S_hat, batch.get("A"), ctx.class_weights, cfg.loss
     )
@@ -115,11 +142,7 @@ def _separator_loss(ctx: StepContext, batch: dict[str, Tensor], S_hat: Tensor) -
         z_anchor = ctx.critic(ANCHOR, "logits_of_sources", S_hat)  # [B, I_src, I, 88, T]
         l_anchor = E.anchor_loss(cfg.anchor, z_anchor, Y, ctx.weights)
         total, terms = total + l_anchor, {**terms, "anchor": l_anchor.detach()}
-    if cfg.owned_remix.weight > 0:
-        l_own = E.owned_remix_loss(
-            cfg.owned_remix, lambda x: _separate(ctx, x), X, batch["A"], S_hat, ctx.generator,
-            cfg.loss.mixture_norm,
-        )
+    if l_own is not None:
         total, terms = total + l_own, {**terms, "owned": l_own.detach()}
     return total, {**terms, "total": total.detach()}
 
@@ -134,19 +157,29 @@ def _step1(ctx: StepContext, batch: dict[str, Tensor]) -> NetLosses:
 
 
 def _step2(ctx: StepContext, batch: dict[str, Tensor]) -> NetLosses:
-    return {"separator": _separator_loss(ctx, batch, _separate(ctx, batch["X"]))}
+    S_hat = _separate(ctx, batch["X"])  # [B, I, F, T]
+    l_own = _owned_remix_term(ctx, batch, S_hat)
+    return {"separator": _separator_loss(ctx, batch, S_hat, l_own=l_own)}
 
 
 def _step3(ctx: StepContext, batch: dict[str, Tensor]) -> NetLosses:
+    """L_sep (eq. 8) for the separator and L_TL-3 (eq. 11) for the transcriptor, with one
+    transcriptor pass over every input it sees: X, each S_hat_i (L_ATL) and the remixes X~.
+
+    The critic term of L_sep and L_ATL (eq. 10) both need the transcriptor's logits on S_hat_i
+    with the same weights, so that pass serves both: S_hat stays attached (L_sep's gradient
+    reaches the separator through it) and the trainer routes each network's total to its own
+    parameters only (:func:`train.trainer.backward_each`): what detaching S_hat for L_ATL and
+    freezing the critic for L_sep do with two passes. The remixes are built from detached
+    outputs: L_AML (eq. 9) must not move the separator."""
     cfg, X, Y = ctx.config.loss, batch["X"], batch["Y"]
     S_hat = _separate(ctx, X)  # [B, I, F, T]
-    sep = _separator_loss(ctx, batch, S_hat)
-    # The transcriptor's loss (eq. 11) sees detached outputs: it must not move the separator.
+    l_own = _owned_remix_term(ctx, batch, S_hat)  # its donors are the step's first draw
     S_fixed = S_hat.detach()
     B, n_inst = S_fixed.shape[:2]
     inputs = [X]
     if cfg.use_atl:
-        inputs.append(S_fixed.flatten(0, 1))  # [B * I, F, T]
+        inputs.append(S_hat.flatten(0, 1))  # [B * I, F, T], attached: the critic pass too
     Y_remix = None
     if cfg.use_aml:
         donors = L.remix_indices(B, n_inst, ctx.generator, X.device)  # [B, I]: a_i per remix
@@ -159,6 +192,7 @@ def _step3(ctx: StepContext, batch: dict[str, Tensor]) -> NetLosses:
         z_each, rest = rest[: B * n_inst].unflatten(0, (B, n_inst)), rest[B * n_inst :]
     if cfg.use_aml:
         z_remix = rest
+    sep = _separator_loss(ctx, batch, S_hat, z_each, l_own)  # the critic's own pass w/o L_ATL
     trans = L.transcription_loss_step3(
         z_mix, Y, ctx.class_weights, cfg, logits_remix=z_remix, Y_remix=Y_remix,
         logits_each=z_each, aml=E.aml_term(ctx.config.aml_positives),

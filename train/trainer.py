@@ -58,7 +58,7 @@ from train.model import CHECKPOINT_FORMAT_VERSION, ScoreCriticModel, save_checkp
 from train.preemption import Preempted, StopRequest, agreed_signal, stop_signals
 from train.steps import NetLosses, StepContext, StepSpec
 
-__all__ = ["Trainer", "TrainingError", "Progress"]
+__all__ = ["Trainer", "TrainingError", "Progress", "PendingTerms", "backward_each"]
 
 
 @dataclass
@@ -105,18 +105,74 @@ def _flatten_losses(losses: NetLosses) -> dict[str, Tensor]:
     return flat
 
 
-def _read_checked(losses: NetLosses, where: str) -> dict[str, float]:
-    """Scalar values of every term; a non-finite one stops the run naming the term."""
-    flat = _flatten_losses(losses)
-    values = torch.stack([v.detach().float() for v in flat.values()]).tolist()
-    out = dict(zip(flat, values, strict=True))
-    bad = [key for key, value in out.items() if not math.isfinite(value)]
+CHECK_EVERY = 16
+"""Steps between two host reads of the loss terms (their non-finite check and the meter): the
+step itself never waits for the device; a read also happens at the end of an epoch and before
+a preemption save, so no checkpoint is written before the steps it holds are checked."""
+
+
+class PendingTerms:
+    """Each step's loss terms kept on the device as one stacked vector, read to the host in one
+    transfer every :data:`CHECK_EVERY` steps (:meth:`read`).
+
+    A non-finite term stops the run naming the first step and every term that was non-finite
+    there, exactly as a per-step check would; the steps that ran after it on the device are
+    discarded with the run (no checkpoint is written before a read)."""
+
+    def __init__(self) -> None:
+        self.keys: list[str] | None = None
+        self.rows: list[Tensor] = []
+        self.wheres: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def add(self, losses: NetLosses, where: str) -> None:
+        """Queue one step's terms (no host synchronisation)."""
+        flat = _flatten_losses(losses)
+        if self.keys is None:
+            self.keys = list(flat)
+        elif list(flat) != self.keys:
+            raise ValueError(f"loss terms changed at {where}: {list(flat)} != {self.keys}")
+        self.rows.append(torch.stack([v.detach().float() for v in flat.values()]))
+        self.wheres.append(where)
+
+    def read(self) -> list[dict[str, float]]:
+        """Every queued step's {term: value} in order (one host transfer), then empty."""
+        if not self.rows:
+            return []
+        table = torch.stack(self.rows).tolist()
+        keys, wheres = self.keys or [], self.wheres
+        self.rows, self.wheres = [], []
+        return [_checked(dict(zip(keys, row, strict=True)), where)
+                for row, where in zip(table, wheres, strict=True)]
+
+
+def _checked(values: dict[str, float], where: str) -> dict[str, float]:
+    """``values`` unchanged; a non-finite one stops the run naming the step and the term."""
+    bad = [key for key, value in values.items() if not math.isfinite(value)]
     if bad:
         raise TrainingError(
-            f"non-finite loss at {where}: {', '.join(f'{k} = {out[k]}' for k in bad)}; "
+            f"non-finite loss at {where}: {', '.join(f'{k} = {values[k]}' for k in bad)}; "
             "stopped, the last checkpoint is the last good one"
         )
-    return out
+    return values
+
+
+def backward_each(losses: NetLosses, modules: dict[str, nn.Module]) -> None:
+    """Gradients of each trained network's total into that network's parameters only.
+
+    Step 3's separator and transcriptor losses share the transcriptor's pass over S_hat
+    (:func:`train.steps._step3`): L_sep must reach the separator through it but not the
+    transcriptor's weights, L_ATL the weights but not the separator. One backward per network
+    restricted to its own parameters (``inputs``) does both; a single network needs no routing.
+    """
+    if len(losses) == 1:
+        next(iter(losses.values()))[0].backward()
+        return
+    for k, (name, (total, _)) in enumerate(losses.items()):
+        params = [p for p in modules[name].parameters() if p.requires_grad]
+        total.backward(inputs=params, retain_graph=k + 1 < len(losses))
 
 
 def _first_line(error: BaseException) -> str:
@@ -170,6 +226,7 @@ class Trainer:
         self.cfg = config.train
         self.threads = configure_cpu_threads(self.env.device, self.cfg.num_workers)
         self.progress_bar = progress and self.env.main
+        self.check_every = CHECK_EVERY  # steps between host reads of the loss terms
         self.shards_root = Path(shards_root)
         try:  # checksums are verified at open: a bad shard stops the run here, named
             self.train_set = ShardSet(shards_root, "train")
@@ -247,6 +304,7 @@ class Trainer:
             leave=False,
         )
         batches = iter(self.train_loader)
+        pending = PendingTerms()
         t_start = time.perf_counter() - seconds.get("elapsed", 0.0)
         for step in range(first, self.cfg.steps_per_epoch):
             t0 = time.perf_counter()
@@ -254,9 +312,9 @@ class Trainer:
             t1 = time.perf_counter()
             self.ctx.generator = self._step_generator(epoch, step)
             losses = self.spec.losses(self.ctx, batch)
-            values = _read_checked(losses, f"epoch {epoch} step {step} ({self.spec.name})")
+            pending.add(losses, f"epoch {epoch} step {step} ({self.spec.name})")
             self.optimizer.zero_grad(set_to_none=True)
-            sum(total for total, _ in losses.values()).backward()
+            backward_each(losses, self.modules)
             if self.cfg.grad_clip > 0:
                 for name in self.spec.trained:
                     nn.utils.clip_grad_norm_(self.modules[name].parameters(), self.cfg.grad_clip)
@@ -266,14 +324,13 @@ class Trainer:
             fault_point("train-step")
             t2 = time.perf_counter()
             wait, busy = wait + (t1 - t0), busy + (t2 - t1)
-            meter.add(values)
             bar.update(1)
-            bar.set_postfix(
-                loss=f"{values[f'{self.spec.objective}/total']:.4g}",
-                win_s=f"{(step + 1) * self.cfg.batch_size / (t2 - t_start):.1f}",
-            )
+            last = step + 1 == self.cfg.steps_per_epoch
+            if last or len(pending) >= self.check_every:
+                self._read_terms(pending, meter, bar, (step + 1) / (t2 - t_start))
             signum = agreed_signal(self.stop, self.env.world, self.env.device)
             if signum:
+                self._read_terms(pending, meter, bar, (step + 1) / (t2 - t_start))
                 bar.close()
                 timing = {"wait": wait, "busy": busy, "elapsed": t2 - t_start}
                 self._preempt(signum, epoch, step + 1, meter, timing)
@@ -285,6 +342,19 @@ class Trainer:
         )
         stats["data_wait_fraction"] = wait / max(wait + busy, 1e-12)
         return stats
+
+    def _read_terms(
+        self, pending: PendingTerms, meter: Meter, bar: tqdm, steps_per_s: float
+    ) -> None:
+        """Read the queued steps' terms to the host (the non-finite check) into ``meter``."""
+        values = pending.read()
+        for step_values in values:
+            meter.add(step_values)
+        if values:
+            bar.set_postfix(
+                loss=f"{values[-1][f'{self.spec.objective}/total']:.4g}",
+                win_s=f"{steps_per_s * self.cfg.batch_size:.1f}",
+            )
 
     def _preempt(
         self, signum: int, epoch: int, steps: int, meter: Meter, seconds: dict[str, float]
