@@ -28,6 +28,7 @@ from train.data import (
     WindowDataset,
     decode_batch,
     make_loader,
+    stack_time_major,
     stop_workers,
     to_device,
     track_frame_counts,
@@ -56,18 +57,7 @@ def reference_batch(
             samples = shards.read_samples(w.track_index, w.start, 129, fields=("stems",))
             item["stems"] = np.asarray(samples["stems"], dtype=np.float32)
         items.append(item)
-    batch = {}
-    for key in items[0]:
-        stacked = np.stack([item[key] for item in items])
-        if stacked.dtype != np.bool_:
-            stacked = stacked.astype(np.float32, copy=False)
-        tensor = torch.from_numpy(stacked)
-        if key in FRAME_FIELDS.values():
-            tensor = tensor.movedim(1, -1)
-        batch[key] = tensor.contiguous()
-    if "Y" in batch:
-        batch["Y"] = batch["Y"].float()
-    return batch
+    return stack_time_major(items)
 
 
 def write_shards(root: Path, layout: StorageLayout) -> Path:

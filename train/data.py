@@ -120,6 +120,28 @@ def validation_batches(
         yield dataset[windows]
 
 
+def stack_time_major(items: Sequence[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
+    """Per-window arrays (frame fields time-major, ``[T, ...]``) stacked into one batch with time
+    last (``[B, ..., T]``), float32 except boolean masks, ``Y`` as float BCE targets.
+
+    Stacks time-major (contiguous copies), then moves time last in torch: one blocked transpose
+    per batch instead of numpy's strided copy of every window (which was 43 % of a worker's
+    time, benchmarks/perf/loading.py).
+    """
+    batch = {}
+    for key in items[0]:
+        stacked = np.stack([item[key] for item in items])
+        if stacked.dtype != np.bool_:
+            stacked = stacked.astype(np.float32, copy=False)
+        tensor = torch.from_numpy(stacked)
+        if key in FRAME_FIELDS.values():
+            tensor = tensor.movedim(1, -1)
+        batch[key] = tensor.contiguous()
+    if "Y" in batch:
+        batch["Y"] = batch["Y"].float()  # BCE targets
+    return batch
+
+
 class WindowDataset(Dataset):
     """Map-style dataset: a list of :class:`Window` in, one batch dict out.
 
@@ -263,22 +285,7 @@ class WindowDataset(Dataset):
     def read_batch_reference(self, windows: Sequence[Window]) -> dict[str, torch.Tensor]:
         """The batch through ``ShardSet.read_frames`` window by window (the reader before
         :meth:`read_stored`; kept as the reference its output is tested against)."""
-        items = [self._read_time_major(w) for w in windows]
-        batch = {}
-        for key in items[0]:
-            # Stack time-major (contiguous copies), then move time last in torch: one blocked
-            # transpose per batch instead of numpy's strided copy of every window (which was
-            # 43% of a worker's time, benchmarks/perf/loading.py).
-            stacked = np.stack([item[key] for item in items])
-            if stacked.dtype != np.bool_:
-                stacked = stacked.astype(np.float32, copy=False)
-            tensor = torch.from_numpy(stacked)
-            if key in FRAME_FIELDS.values():
-                tensor = tensor.movedim(1, -1)
-            batch[key] = tensor.contiguous()
-        if "Y" in batch:
-            batch["Y"] = batch["Y"].float()  # BCE targets
-        return batch
+        return stack_time_major([self._read_time_major(w) for w in windows])
 
     def __len__(self) -> int:  # not meaningful for window lists; DataLoader never calls it
         raise TypeError("WindowDataset is indexed by window lists from a batch sampler")
