@@ -427,12 +427,28 @@ def test_critic_lr_scales_the_transcriptor_trained_beside_a_separator(
         return max((a - b).abs().max().item() for a, b in zip(after, before[name], strict=True))
 
     # Adam's first step moves each weight by lr * g / (|g| + eps): at most lr, about lr if |g| >> eps.
-    lr = trainer.cfg.lr
+    # The tests' batch of 4 against the preset's reference 8: the sqrt rule halves lr's square.
+    lr = trainer.cfg.scaled_lr()
+    assert lr == pytest.approx(trainer.cfg.lr * 0.5**0.5)
     expected = {"separator": lr, "transcriptor": lr * (scale if step == "step3" else 1.0)}
     for name in SPECS[step].trained:
         assert expected[name] * 0.9 < largest_move(name) < expected[name] * 1.01, name  # float32 ulps
     with pytest.raises(ValueError, match="critic_lr.scale"):
         RunConfig().override({"critic_lr": {"scale": 0.0}})
+
+
+@pytest.mark.parametrize(("rule", "power"), [("sqrt", 0.5), ("linear", 1.0), ("none", 0.0)])
+def test_lr_follows_the_global_batch_by_the_rule(rule, power, shards, runs, tmp_path):
+    trainer = _trainer("step1", shards, runs, tmp_path / "run",
+                       train={"batch_size": 16, "lr_reference_batch": 4, "lr_batch_rule": rule})
+    want = 1e-3 * 4.0**power
+    assert [g["lr"] for g in trainer.optimizer.param_groups] == [pytest.approx(want)]
+    recorded = json.loads((tmp_path / "run" / "config.json").read_text())["lr_at_global_batch"]
+    assert recorded == {"global_batch": 16, "lr": pytest.approx(want)}
+    # Under DDP the rule sees the batch of all processes.
+    assert trainer.cfg.scaled_lr(world_size=4) == pytest.approx(1e-3 * 16.0**power)
+    with pytest.raises(ValueError, match="lr_batch_rule"):
+        RunConfig().override({"train": {"lr_batch_rule": "cubic"}})
 
 
 def test_step3_without_earlier_checkpoints_says_which_command_to_run(shards, tmp_path):

@@ -260,11 +260,12 @@ def build_networks(
 
 
 def build_optimizer(
-    spec: StepSpec, config: RunConfig, modules: dict[str, ScoreCriticModel]
+    spec: StepSpec, config: RunConfig, modules: dict[str, ScoreCriticModel], world_size: int = 1
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.ReduceLROnPlateau]:
     """Adam over the trained nets, one parameter group each (``critic_lr`` sets the step-3
-    transcriptor's), and ReduceLROnPlateau on the validation loss (paper §3.2)."""
-    lr = config.train.lr
+    transcriptor's), and ReduceLROnPlateau on the validation loss (paper §3.2). The learning
+    rate follows the global batch by ``train.lr_batch_rule`` (:meth:`TrainConfig.scaled_lr`)."""
+    lr = config.train.scaled_lr(world_size)
     optimizer = torch.optim.Adam(
         [
             {

@@ -67,6 +67,7 @@ class ConfigError(ValueError):
 
 MIXTURE_NORMS = ("none", "mixture")
 KEEP_CHECKPOINT = ("best", "last")
+LR_BATCH_RULES = ("none", "sqrt", "linear")
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,14 @@ class TrainConfig:
 
     Attributes:
         batch_size: windows per optimiser step (per process under DDP).
-        lr: Adam learning rate.
+        lr: Adam learning rate at ``lr_reference_batch`` windows per optimiser step.
+        lr_reference_batch: the global batch (all processes) at which ``lr`` holds; the size
+            presets set it to their own batch size, so their runs use ``lr`` as it is.
+        lr_batch_rule: how the learning rate follows another global batch B:
+            ``lr * (B / lr_reference_batch) ** p``, p = 1/2 for "sqrt" (the square-root rule
+            for Adam, Malladi et al., NeurIPS 2022), 1 for "linear" (Goyal et al., 2017),
+            0 for "none". Measured on the bench corpus in
+            reports/bench/findings/35-batch-size-and-lr-rule.md.
         lr_decay_factor: multiplier applied when the validation loss stalls (paper: 0.5).
         lr_patience: epochs without improvement before decaying the lr (paper: 2).
         early_stop_patience: epochs without improvement before stopping (paper: 10).
@@ -158,6 +166,8 @@ class TrainConfig:
 
     batch_size: int = 8
     lr: float = 1e-3
+    lr_reference_batch: int = 8
+    lr_batch_rule: str = "sqrt"
     lr_decay_factor: float = 0.5
     lr_patience: int = 2
     early_stop_patience: int = 10
@@ -179,7 +189,13 @@ class TrainConfig:
                 f"TrainConfig.keep_checkpoint must be one of {KEEP_CHECKPOINT}, "
                 f"got {self.keep_checkpoint!r}"
             )
-        for name in ("batch_size", "max_epochs", "steps_per_epoch", "val_windows", "window_frames"):
+        if self.lr_batch_rule not in LR_BATCH_RULES:
+            raise ConfigError(
+                f"TrainConfig.lr_batch_rule must be one of {LR_BATCH_RULES}, "
+                f"got {self.lr_batch_rule!r}"
+            )
+        for name in ("batch_size", "max_epochs", "steps_per_epoch", "val_windows", "window_frames",
+                     "lr_reference_batch"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
         for name in ("lr_patience", "early_stop_patience", "num_workers", "log_every"):
@@ -197,6 +213,17 @@ class TrainConfig:
             raise ConfigError(
                 f"TrainConfig.device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}"
             )
+
+    def scaled_lr(self, world_size: int = 1) -> float:
+        """The Adam learning rate at this run's global batch (``batch_size * world_size``).
+
+        >>> TrainConfig(batch_size=32, lr=1e-3, lr_reference_batch=8).scaled_lr()
+        0.002
+        >>> TrainConfig(batch_size=8, lr_batch_rule="linear").scaled_lr(world_size=2)
+        0.002
+        """
+        power = {"none": 0.0, "sqrt": 0.5, "linear": 1.0}[self.lr_batch_rule]
+        return self.lr * (self.batch_size * world_size / self.lr_reference_batch) ** power
 
 
 @dataclass(frozen=True)
@@ -426,14 +453,14 @@ SIZE_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # minutes on 2 CPU cores. Keeps the paper's 3 x 8 blocks and kernel 3.
     "tiny": {
         "model": {"bottleneck_channels": 64, "hidden_channels": 128},
-        "train": {"batch_size": 8, "max_epochs": 30, "steps_per_epoch": 200, "num_workers": 1,
-                  "val_windows": 64},
+        "train": {"batch_size": 8, "lr_reference_batch": 8, "max_epochs": 30,
+                  "steps_per_epoch": 200, "num_workers": 1, "val_windows": 64},
     },
     # Conv-TasNet's best B=256, H=512 [31]; ~7-10 M parameters.
     "paper": {
         "model": {"bottleneck_channels": 256, "hidden_channels": 512},
-        "train": {"batch_size": 16, "max_epochs": 300, "steps_per_epoch": 1000, "num_workers": 8,
-                  "val_windows": 512},
+        "train": {"batch_size": 16, "lr_reference_batch": 16, "max_epochs": 300,
+                  "steps_per_epoch": 1000, "num_workers": 8, "val_windows": 512},
     },
 }
 

@@ -241,7 +241,9 @@ class Trainer:
         seed_everything(self.cfg.seed)  # before the fresh networks are initialised
         networks = build_networks(spec, self.config, init or {}, self.env)
         self.modules, self.nets, self.averaged = networks.modules, networks.nets, networks.averaged
-        self.optimizer, self.scheduler = build_optimizer(spec, self.config, self.modules)
+        self.optimizer, self.scheduler = build_optimizer(
+            spec, self.config, self.modules, self.env.world
+        )
         self.state = Progress()
         self.stop = StopRequest()  # fit() replaces it by the one its signal handlers set
         weights = torch.as_tensor(self.train_set.class_weights, dtype=torch.float32)
@@ -505,6 +507,10 @@ class Trainer:
             },
             "instruments": self.instruments,
             "world_size": self.env.world,
+            "lr_at_global_batch": {  # train.lr moved to this run's batch by train.lr_batch_rule
+                "global_batch": self.cfg.batch_size * self.env.world,
+                "lr": self.cfg.scaled_lr(self.env.world),
+            },
             "train_tracks": len(self.train_set),
             "val_tracks": len(self.val_set),
             "parameters": {n: m.n_parameters() for n, m in self.modules.items()},
