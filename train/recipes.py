@@ -278,7 +278,7 @@ def check_params(params: Mapping[str, Any], params_name: str = "params") -> None
             raise ConfigError(
                 f"{params_name}: steps.{step} must be a mapping of sections, got {changes!r}"
             )
-        RunConfig().override(changes or {}, where=f"{params_name} steps.{step}")
+        RunConfig().override(changes or {}, where=f"{params_name}: steps.{step}")
 
 
 def resolve(
@@ -307,7 +307,7 @@ def resolve(
         {k: v for k, v in params.items() if k in sections}, where=params_name
     )
     steps = params.get("steps") or {}
-    config = config.override(steps.get(recipe.step) or {}, where=f"{params_name} steps.{recipe.step}")
+    config = config.override(steps.get(recipe.step) or {}, where=f"{params_name}: steps.{recipe.step}")
     changes: dict[str, dict[str, Any]] = {}
     for text in assignments:
         section, key, value = parse_assignment(text)
