@@ -22,7 +22,7 @@ from test_data import write_synthetic_shards
 
 import train.evaluate as E
 from train.cli import main as train_cli
-from train.config import ModelConfig
+from train.config import RESUME_MAY_CHANGE, ModelConfig
 from train.model import Separator, Transcriptor, save_checkpoint
 from train.recipes import PIPELINE_KEYS, check_params, read_params
 
@@ -210,6 +210,13 @@ def test_resume_on_other_instruments_or_shapes_is_one_line(run, shards, params, 
         result = invoke(train_args("step1", shards, out, params, "--resume"))
         refused(result, f"{out / 'last.pt'}: cannot resume", expected)
         assert sorted(p.name for p in out.iterdir()) == ["last.pt"]
+
+
+def test_readme_and_help_name_what_a_resume_may_change() -> None:
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    for setting in RESUME_MAY_CHANGE:
+        assert f"`{setting}`" in readme, setting
+    assert ", ".join(RESUME_MAY_CHANGE) in " ".join(invoke(["step1", "--help"]).output.split())
 
 
 def test_resume_may_extend_the_budget(run, shards, params, tmp_path) -> None:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from train.config import RESUME_MAY_CHANGE
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="scorecritic")
@@ -74,7 +76,7 @@ def _training_command(step: str, starts: tuple[str, ...]):
             type=click.Path(path_type=Path),
             default=None,
             help="YAML with sections to override (model:, train:, loss:, an extension's, "
-            "steps.<step>:).",
+            "steps.<step>:); an unknown section, key or step is an error.",
         ),
         click.option(
             "--set",
@@ -101,7 +103,8 @@ def _training_command(step: str, starts: tuple[str, ...]):
             "--resume",
             is_flag=True,
             help="Continue from <out>/last.pt: after a crash, or a stop by SIGTERM/SIGUSR1 "
-            "(preempted: exit code 75), also within an epoch.",
+            "(preempted: exit code 75), also within an epoch. The run keeps its settings: "
+            f"only {', '.join(RESUME_MAY_CHANGE)} may change; other changes are refused.",
         ),
         click.option("--progress/--no-progress", default=True, help="tqdm progress bar."),
         click.option(

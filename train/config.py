@@ -60,6 +60,7 @@ __all__ = [
     "from_dict",
     "parse_assignment",
     "did_you_mean",
+    "RESUME_MAY_CHANGE",
 ]
 
 
@@ -448,6 +449,18 @@ def sized(preset: str) -> RunConfig:
             f"unknown size preset {preset!r}; known: {', '.join(sorted(SIZE_PRESETS))}"
         )
     return RunConfig().override(SIZE_PRESETS[preset], where=f"size preset {preset!r}")
+
+
+RESUME_MAY_CHANGE: tuple[str, ...] = (
+    "train.max_epochs", "train.early_stop_patience", "train.num_workers", "train.device",
+    "train.bf16", "train.log_every",
+)
+"""The settings a resumed run may change: its budget and where and how fast it runs. Every
+other setting is fixed by the saved state (the weights' shapes, Adam's and the scheduler's
+learning rates) or by what the run is (``config.json`` describes the whole run), so a resume
+that changes one is refused, naming it (:func:`train.trainer.check_resumable`):
+``--resume --set train.lr=0.5`` would otherwise train on at the saved learning rate without a
+word."""
 
 
 def parse_assignment(text: str) -> tuple[str, str, Any]:

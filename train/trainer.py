@@ -52,7 +52,7 @@ from train.assemble import (
     set_rng_state,
     setup_distributed,
 )
-from train.config import RunConfig, to_dict
+from train.config import RESUME_MAY_CHANGE, RunConfig, to_dict
 from train.data import stop_workers, to_device
 from train.model import (
     CHECKPOINT_FORMAT_VERSION,
@@ -70,7 +70,6 @@ __all__ = [
     "PendingTerms",
     "backward_each",
     "check_resumable",
-    "RESUME_MAY_CHANGE",
 ]
 
 
@@ -188,17 +187,6 @@ def backward_each(losses: NetLosses, modules: dict[str, nn.Module]) -> None:
         total.backward(inputs=params, retain_graph=k + 1 < len(losses))
 
 
-RESUME_MAY_CHANGE = frozenset({
-    "train.max_epochs", "train.early_stop_patience", "train.num_workers", "train.device",
-    "train.bf16", "train.log_every",
-})
-"""The settings a resumed run may change: its budget and where and how fast it runs. Every
-other setting is fixed by the saved state (the weights' shapes, Adam's and the scheduler's
-learning rates) or by what the run is (``config.json`` describes the whole run), so a resume
-that changes one is refused, naming it: ``--resume --set train.lr=0.5`` would otherwise train
-on at the saved learning rate without a word."""
-
-
 def check_resumable(
     path: Path, state: dict[str, Any], config: RunConfig, instruments: list[str], preset: str
 ) -> None:
@@ -237,7 +225,7 @@ def check_resumable(
     raise TrainingError(
         f"{path}: cannot resume with other settings ({cause}{shown}); a resumed run keeps the "
         f"settings it started with (it may change only "
-        f"{', '.join(sorted(RESUME_MAY_CHANGE))}): drop the changes, or train a new run into "
+        f"{', '.join(RESUME_MAY_CHANGE)}): drop the changes, or train a new run into "
         "another --out"
     )
 
