@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from train.config import RESUME_MAY_CHANGE
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="scorecritic")
@@ -74,7 +76,7 @@ def _training_command(step: str, starts: tuple[str, ...]):
             type=click.Path(path_type=Path),
             default=None,
             help="YAML with sections to override (model:, train:, loss:, an extension's, "
-            "steps.<step>:).",
+            "steps.<step>:); an unknown section, key or step is an error.",
         ),
         click.option(
             "--set",
@@ -101,7 +103,8 @@ def _training_command(step: str, starts: tuple[str, ...]):
             "--resume",
             is_flag=True,
             help="Continue from <out>/last.pt: after a crash, or a stop by SIGTERM/SIGUSR1 "
-            "(preempted: exit code 75), also within an epoch.",
+            "(preempted: exit code 75), also within an epoch. The run keeps its settings: "
+            f"only {', '.join(RESUME_MAY_CHANGE)} may change; other changes are refused.",
         ),
         click.option("--progress/--no-progress", default=True, help="tqdm progress bar."),
         click.option(
@@ -119,7 +122,7 @@ def _run_training(step: str, options: dict) -> None:
     import yaml
 
     from train.config import ConfigError
-    from train.recipes import default_recipe, get_recipe, read_params, resolve
+    from train.recipes import default_recipe, get_recipe, read_params, recipes, resolve
 
     try:
         recipe = get_recipe(options["recipe"], step) if options["recipe"] else default_recipe(step)
@@ -147,6 +150,14 @@ def _run_training(step: str, options: dict) -> None:
 
     out = options["out"] or Path("runs") / recipe.name
     main_rank = int(os.environ.get("RANK", "0")) == 0
+    named = recipes().get(out.name)
+    if main_rank and named is not None and named.name != recipe.name:
+        # run names are labels only: say so where a folder's name suggests another system
+        click.echo(
+            f"note: {out} is a folder name only; this run trains recipe {recipe.name!r}, not "
+            f"{named.name!r} (that is `train {named.step} --recipe {named.name}`)",
+            err=True,
+        )
     try:
         metrics = run(
             resolved,
@@ -293,7 +304,11 @@ def _parse_named_checkpoints(values: tuple[str, ...]) -> dict[str, Path]:
     help="Report folder (metrics.json, results.md, figures/).",
 )
 @click.option(
-    "--segment-seconds", type=float, default=4.0, show_default=True, help="SI-SDR segment length."
+    "--segment-seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    default=4.0,
+    show_default=True,
+    help="SI-SDR segment length.",
 )
 @click.option(
     "--silence-db",
@@ -304,14 +319,20 @@ def _parse_named_checkpoints(values: tuple[str, ...]) -> dict[str, Path]:
 )
 @click.option(
     "--threshold",
-    type=float,
+    type=click.FloatRange(0.0, 1.0),
     default=0.5,
     show_default=True,
     help="Note threshold on transcriptor probabilities.",
 )
-@click.option("--max-tracks", type=int, default=None, help="Score only the first N tracks.")
 @click.option(
-    "--figure-tracks", type=int, default=4, show_default=True, help="Tracks that get figures."
+    "--max-tracks", type=click.IntRange(min=1), default=None, help="Score only the first N tracks."
+)
+@click.option(
+    "--figure-tracks",
+    type=click.IntRange(min=0),
+    default=4,
+    show_default=True,
+    help="Tracks that get figures.",
 )
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
 def evaluate_command(
@@ -361,7 +382,7 @@ def evaluate_command(
             figure_tracks=figure_tracks,
             device=device,
         )
-    except (EvaluationError, CheckpointError, ShardError) as error:
+    except (EvaluationError, CheckpointError, ShardError, OSError) as error:
         raise click.ClickException(str(error)) from error
     click.echo((out / "results.md").read_text())
     click.echo(f"wrote {out / 'metrics.json'}, {out / 'results.md'}, {out / 'figures'}/")
@@ -389,12 +410,12 @@ def separate_command(checkpoint: Path, audio: Path, out: Path, device: str) -> N
     Examples:
       train separate --checkpoint runs/scorecritic/best.pt song.wav --out separated/
     """
-    from train.inference import AudioError, separate
+    from train.inference import AudioError, OutputError, separate
     from train.model import CheckpointError
 
     try:
         paths = separate(checkpoint, audio, out, device=device)
-    except (AudioError, CheckpointError) as error:
+    except (AudioError, CheckpointError, OutputError, OSError) as error:
         raise click.ClickException(str(error)) from error
     for path in paths:
         click.echo(str(path))
@@ -411,7 +432,7 @@ def separate_command(checkpoint: Path, audio: Path, out: Path, device: str) -> N
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="MIDI file to write.")
 @click.option(
     "--threshold",
-    type=float,
+    type=click.FloatRange(0.0, 1.0),
     default=0.5,
     show_default=True,
     help="Note threshold on the probabilities.",
@@ -426,11 +447,11 @@ def transcribe_command(
     Examples:
       train transcribe --checkpoint runs/scorecritic/transcriptor.pt song.wav --out song.mid
     """
-    from train.inference import AudioError, transcribe
+    from train.inference import AudioError, OutputError, transcribe
     from train.model import CheckpointError
 
     try:
         path = transcribe(checkpoint, audio, out, threshold=threshold, device=device)
-    except (AudioError, CheckpointError) as error:
+    except (AudioError, CheckpointError, OutputError, OSError) as error:
         raise click.ClickException(str(error)) from error
     click.echo(str(path))

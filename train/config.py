@@ -34,9 +34,10 @@ This module imports neither torch nor numpy: ``train --help`` stays fast.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -58,6 +59,8 @@ __all__ = [
     "to_dict",
     "from_dict",
     "parse_assignment",
+    "did_you_mean",
+    "RESUME_MAY_CHANGE",
 ]
 
 
@@ -420,10 +423,11 @@ class RunConfig:
         if not isinstance(changes, Mapping):
             raise ConfigError(f"{prefix}expected a mapping of sections, got {changes!r}")
         sections = self.sections()
-        unknown = sorted(set(changes) - set(sections))
+        unknown = sorted(set(changes) - set(sections), key=str)
         if unknown:
             raise ConfigError(
-                f"{prefix}unknown section(s) {unknown}; sections: {', '.join(sections)}"
+                f"{prefix}unknown section(s) {unknown}{did_you_mean(str(unknown[0]), sections)}; "
+                f"sections: {', '.join(sections)}"
             )
         updated = {}
         for name, values in changes.items():
@@ -474,6 +478,18 @@ def sized(preset: str) -> RunConfig:
     return RunConfig().override(SIZE_PRESETS[preset], where=f"size preset {preset!r}")
 
 
+RESUME_MAY_CHANGE: tuple[str, ...] = (
+    "train.max_epochs", "train.early_stop_patience", "train.num_workers", "train.device",
+    "train.bf16", "train.log_every",
+)
+"""The settings a resumed run may change: its budget and where and how fast it runs. Every
+other setting is fixed by the saved state (the weights' shapes, Adam's and the scheduler's
+learning rates) or by what the run is (``config.json`` describes the whole run), so a resume
+that changes one is refused, naming it (:func:`train.trainer.check_resumable`):
+``--resume --set train.lr=0.5`` would otherwise train on at the saved learning rate without a
+word."""
+
+
 def parse_assignment(text: str) -> tuple[str, str, Any]:
     """``"section.key=value"`` -> (section, key, value); the value is read as YAML
     (``3`` an int, ``1e-3`` a float, ``true`` a bool, anything else a string).
@@ -490,6 +506,16 @@ def parse_assignment(text: str) -> tuple[str, str, Any]:
     except yaml.YAMLError:
         value = raw
     return section, key, value
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'model'?)`` for a near miss among ``choices``, else ``""``.
+
+    >>> did_you_mean("modle", ["model", "train"])
+    " (did you mean 'model'?)"
+    """
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -539,10 +565,11 @@ def from_dict(cls: type[ConfigT], data: Mapping[str, Any]) -> ConfigT:
         raise ConfigError(f"{cls.__name__} must be built from a dict, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(data) - set(names))
+    unknown = sorted(set(data) - set(names), key=str)
     if unknown:
         raise ConfigError(
-            f"unknown {cls.__name__} key(s) {unknown}; valid keys: {', '.join(names)}"
+            f"unknown {cls.__name__} key(s) {unknown}{did_you_mean(str(unknown[0]), names)}; "
+            f"valid keys: {', '.join(names)}"
         )
     values = {key: _coerce(cls.__name__, key, value, hints[key]) for key, value in data.items()}
     return cls(**values)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from prep.atomic import atomic_write_text  # noqa: E402
 from prep.features import SAMPLE_RATE, frame_times, stft  # noqa: E402
 from prep.shards import ShardSet  # noqa: E402
 from train.inference import (  # noqa: E402
@@ -448,16 +450,86 @@ def evaluate(
 
     Returns:
         The metrics dict also written to ``out/metrics.json``.
+
+    Raises:
+        EvaluationError: a bad setting, an ``out`` that is not a folder, nothing to score, or
+            checkpoints that do not fit the shards; checked before anything is written. A
+            report folder this call created is removed again when the evaluation fails.
     """
+    out = Path(out)
+    check_settings(out, segment_seconds, threshold, max_tracks, figure_tracks)
     systems = dict(discover_checkpoints(runs)) if runs is not None else {}
     systems.update({name: Path(path) for name, path in (checkpoints or {}).items()})
+    if not systems:
+        where = f"{runs}: no checkpoints to score" if runs is not None else "no checkpoints given"
+        raise EvaluationError(
+            f"{where} (no <run>/best.pt or <run>/transcriptor.pt); train some first, or give "
+            "--checkpoint NAME=PATH"
+        )
     shard_set = ShardSet(Path(shards), split)
     instruments = list(shard_set.instruments)
     models = load_models(systems, instruments, resolve_device(device))
+    if not models.separators and not models.transcriptors:
+        raise EvaluationError(
+            f"no separator or transcriptor among {', '.join(map(str, systems.values()))} "
+            f"({'; '.join(models.ignored.values())}): nothing to score"
+        )
     n_tracks = len(shard_set) if max_tracks is None else min(max_tracks, len(shard_set))
     if n_tracks == 0:
         raise EvaluationError(f"{shards}: split {split!r} has no tracks")
-    out = Path(out)
+    created = not out.exists()
+    try:
+        return _evaluate_into(
+            out, shards, split, shard_set, systems, models, n_tracks, segment_seconds,
+            silence_db, threshold, chunk_frames, figure_tracks,
+        )
+    except BaseException:
+        if created:  # nothing half-written is left to be mistaken for a report
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def check_settings(
+    out: Path,
+    segment_seconds: float,
+    threshold: float,
+    max_tracks: int | None,
+    figure_tracks: int,
+) -> None:
+    """Refuse settings :func:`evaluate` cannot honour, naming the setting (or the path).
+
+    Raises:
+        EvaluationError: one line.
+    """
+    if out.exists() and not out.is_dir():
+        raise EvaluationError(f"{out}: exists and is not a folder; --out names the report folder")
+    if not (math.isfinite(segment_seconds) and segment_seconds * SAMPLE_RATE >= 1):
+        raise EvaluationError(f"segment_seconds must be > 0, got {segment_seconds}")
+    if not 0.0 <= threshold <= 1.0:
+        raise EvaluationError(f"threshold must be in [0, 1], got {threshold}")
+    if max_tracks is not None and max_tracks < 1:
+        raise EvaluationError(f"max_tracks must be >= 1, got {max_tracks}")
+    if figure_tracks < 0:
+        raise EvaluationError(f"figure_tracks must be >= 0, got {figure_tracks}")
+
+
+def _evaluate_into(
+    out: Path,
+    shards: Path,
+    split: str,
+    shard_set: ShardSet,
+    systems: dict[str, Path],
+    models: LoadedModels,
+    n_tracks: int,
+    segment_seconds: float,
+    silence_db: float,
+    threshold: float,
+    chunk_frames: int,
+    figure_tracks: int,
+) -> dict[str, Any]:
+    """Score ``n_tracks`` tracks into ``out`` (:func:`evaluate`, after its checks); the
+    figures first, ``metrics.json`` and ``results.md`` last, each written whole."""
+    instruments = list(shard_set.instruments)
     figures_dir = out / "figures"
     figures_dir.mkdir(parents=True, exist_ok=True)
 
@@ -508,9 +580,9 @@ def evaluate(
         "separation": separation.summary(),
         "transcription": transcription.summary(),
     }
-    (out / "metrics.json").write_text(json.dumps(_json_safe(metrics), indent=2) + "\n")
-    (out / "results.md").write_text(results_markdown(metrics))
     plot_si_sdr_bars(figures_dir / "si_sdr.png", metrics)
+    atomic_write_text(out / "metrics.json", json.dumps(_json_safe(metrics), indent=2) + "\n")
+    atomic_write_text(out / "results.md", results_markdown(metrics))
     return metrics
 
 

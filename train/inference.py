@@ -28,6 +28,7 @@ import resampy
 import soundfile
 import torch
 
+from prep.atomic import atomic_write
 from prep.features import SAMPLE_RATE, istft, stft
 from train.metrics import roll_to_notes
 from train.model import CheckpointError, ScoreCriticModel, load_model
@@ -295,6 +296,29 @@ def load_model_and_instruments(
     return model.to(device).eval(), instruments
 
 
+class OutputError(ValueError):
+    """An output path :func:`separate` or :func:`transcribe` cannot write to (checked before
+    any work is done)."""
+
+
+def check_output(path: Path, folder: bool) -> None:
+    """Refuse an output ``path`` of the wrong kind: a file where a folder is wanted, a folder
+    where a file is, or a parent that is a file.
+
+    Raises:
+        OutputError: naming the path.
+    """
+    wanted = "a folder" if folder else "a file"
+    if path.exists() and path.is_dir() != folder:
+        found = "a folder" if path.is_dir() else "a file"
+        raise OutputError(f"{path}: is {found}; --out must name {wanted}")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise OutputError(f"{path}: {parent} is a file, not a folder")
+            break
+
+
 def separate(
     checkpoint: str | Path,
     audio_path: str | Path,
@@ -306,15 +330,20 @@ def separate(
 
     The WAVs are 16 kHz mono 32-bit float (no clipping of loud estimates).
     """
+    out_dir = Path(out_dir)
+    check_output(out_dir, folder=True)
     separator, instruments = load_model_and_instruments(checkpoint, "separator", device)
     wave = load_audio(audio_path)
     sources = separate_waveform(separator, wave, chunk_frames)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name, source in zip(instruments, sources, strict=True):
         path = out_dir / f"{name}.wav"
-        soundfile.write(str(path), source, SAMPLE_RATE, subtype="FLOAT")
+        atomic_write(
+            path,
+            lambda f, source=source: soundfile.write(
+                f, source, SAMPLE_RATE, subtype="FLOAT", format="WAV"
+            ),
+        )
         written.append(path)
     return written
 
@@ -328,18 +357,21 @@ def transcribe(
     device: str | torch.device = "cpu",
 ) -> Path:
     """Transcribe an audio file with a transcriptor checkpoint into a multi-instrument MIDI file."""
+    out_mid = Path(out_mid)
+    check_output(out_mid, folder=False)
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
     transcriptor, instruments = load_model_and_instruments(checkpoint, "transcriptor", device)
     wave = load_audio(audio_path)
     prob = transcribe_waveform(transcriptor, wave, chunk_frames)
     midi = roll_to_pretty_midi(prob, instruments, threshold)
-    out_mid = Path(out_mid)
-    out_mid.parent.mkdir(parents=True, exist_ok=True)
-    midi.write(str(out_mid))
-    return out_mid
+    return atomic_write(out_mid, midi.write)
 
 
 __all__ = [
     "AudioError",
+    "OutputError",
+    "check_output",
     "DEFAULT_CHUNK_FRAMES",
     "apply_chunked",
     "context_frames",

@@ -63,6 +63,7 @@ __all__ = [
     "build_model",
     "save_checkpoint",
     "load_checkpoint",
+    "load_error_reason",
     "load_model",
     "average_checkpoints",
 ]
@@ -403,6 +404,26 @@ def save_checkpoint(
     return atomic_write(Path(path), lambda f: torch.save(payload, f), action="cannot save checkpoint")
 
 
+def load_error_reason(error: BaseException) -> str:
+    """What went wrong in ``torch.load(..., weights_only=True)``, in one short line.
+
+    torch's own message runs to a dozen lines and advises ``weights_only=False``, which would
+    run whatever code the file holds: only the unpickler's reason is kept.
+
+    >>> load_error_reason(RuntimeError("Weights only load failed. ...\\nWeightsUnpickler "
+    ...                                "error: \\n\\nUnsupported operand 153\\n\\nCheck the docs"))
+    'unsafe or corrupt: Unsupported operand 153'
+    """
+    text = str(error)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        rest = [line.strip() for line in text.split(marker, 1)[1].splitlines() if line.strip()]
+        reason = rest[0] if rest else "refused by the safe unpickler"
+        return f"unsafe or corrupt: {reason}"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
 def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
     """Read and validate a checkpoint dict (``weights_only=True``); the model is not built.
 
@@ -416,7 +437,9 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # corrupt file, pickle of a non-plain object, ...
-        raise CheckpointError(f"{path}: not a readable scorecritic checkpoint ({err})") from err
+        raise CheckpointError(
+            f"{path}: not a readable scorecritic checkpoint ({load_error_reason(err)})"
+        ) from err
     if not isinstance(payload, dict) or "format_version" not in payload:
         raise CheckpointError(f"{path}: not a scorecritic checkpoint (no format_version entry)")
     version = payload["format_version"]

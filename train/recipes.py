@@ -34,7 +34,14 @@ from typing import Any
 
 import yaml
 
-from train.config import ConfigError, RunConfig, parse_assignment, sized
+from train.config import (
+    SIZE_PRESETS,
+    ConfigError,
+    RunConfig,
+    did_you_mean,
+    parse_assignment,
+    sized,
+)
 
 __all__ = [
     "STEPS",
@@ -44,6 +51,7 @@ __all__ = [
     "get_recipe",
     "default_recipe",
     "read_params",
+    "check_params",
     "resolve",
 ]
 
@@ -58,6 +66,10 @@ STARTS_FROM: dict[str, tuple[str, ...]] = {
     "supervised": (),
 }
 PARAMS_KEYS_READ = ("preset", "steps")  # besides the RunConfig sections
+# Sections of a params file that belong to the dvc pipeline (dvc.yaml reads them; train does
+# not): allowed, and left alone. Any other key that is not a RunConfig section or one of
+# PARAMS_KEYS_READ is refused, so a misspelt section never trains the defaults in silence.
+PIPELINE_KEYS = ("corpus", "shards", "runs", "evaluate")
 
 
 @dataclass(frozen=True)
@@ -183,7 +195,7 @@ def get_recipe(name: str, step: str | None = None) -> Recipe:
     known = recipes()
     if name not in known:
         choices = ", ".join(recipes(step)) if step else ", ".join(known)
-        raise ConfigError(f"unknown recipe {name!r}; recipes: {choices}")
+        raise ConfigError(f"unknown recipe {name!r}{did_you_mean(name, known)}; recipes: {choices}")
     recipe = known[name]
     if step is not None and recipe.step != step:
         raise ConfigError(
@@ -218,6 +230,57 @@ def read_params(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def check_params(params: Mapping[str, Any], params_name: str = "params") -> None:
+    """Refuse a params file that would not do what it says, naming the file and the key.
+
+    Every top-level key must be a :class:`RunConfig` section, ``preset``, ``steps`` or one of
+    the pipeline's ``PIPELINE_KEYS``; every section a mapping of that section's fields, with
+    values of their types; ``steps`` a mapping from step names (``STEPS``) to such sections.
+    All steps' entries are checked, not only the step being run, so a misspelt key fails the
+    first run that reads the file.
+
+    Raises:
+        ConfigError: ``<file>: <the problem>``, one line.
+    """
+    if not isinstance(params, Mapping):
+        raise ConfigError(f"{params_name}: expected a mapping of sections at top level")
+    sections = RunConfig.sections()
+    known = (*sections, *PARAMS_KEYS_READ, *PIPELINE_KEYS)
+    for key in params:
+        if key not in known:
+            raise ConfigError(
+                f"{params_name}: unknown section {key!r}{did_you_mean(str(key), known)}; "
+                f"a params file holds {', '.join(sections)}, {', '.join(PARAMS_KEYS_READ)} "
+                f"(and the pipeline's {', '.join(PIPELINE_KEYS)})"
+            )
+    preset = params.get("preset")
+    if preset is not None and preset not in SIZE_PRESETS:
+        raise ConfigError(
+            f"{params_name}: preset must be one of {', '.join(SIZE_PRESETS)}, got {preset!r}"
+        )
+    RunConfig().override({k: v for k, v in params.items() if k in sections}, where=params_name)
+    steps = params.get("steps")
+    if steps is None:
+        return
+    if not isinstance(steps, Mapping):
+        raise ConfigError(
+            f"{params_name}: steps must map step names ({', '.join(STEPS)}) to sections, "
+            f"got {steps!r}"
+        )
+    for step, changes in steps.items():
+        if step not in STEPS:
+            raise ConfigError(
+                f"{params_name}: unknown step {step!r} under steps{did_you_mean(str(step), STEPS)}"
+                f"; steps: {', '.join(STEPS)} (a recipe's settings go in train/recipes.yaml, "
+                "or on top with --recipe NAME --set section.key=value)"
+            )
+        if changes is not None and not isinstance(changes, Mapping):
+            raise ConfigError(
+                f"{params_name}: steps.{step} must be a mapping of sections, got {changes!r}"
+            )
+        RunConfig().override(changes or {}, where=f"{params_name}: steps.{step}")
+
+
 def resolve(
     recipe: Recipe,
     preset: str | None = None,
@@ -230,12 +293,13 @@ def resolve(
     Args:
         recipe: the system.
         preset: size preset; default the params' ``preset``, else ``tiny``.
-        params: a params file's contents (:func:`read_params`); keys other than the
-            :class:`RunConfig` sections, ``preset`` and ``steps`` are the pipeline's and ignored.
+        params: a params file's contents (:func:`read_params`), checked whole first
+            (:func:`check_params`); the pipeline's ``PIPELINE_KEYS`` are not train's and ignored.
         assignments: ``section.key=value`` strings (``--set``).
         params_name: the params file's name, for error messages.
     """
     params = dict(params or {})
+    check_params(params, params_name)
     preset = preset or params.get("preset") or "tiny"
     config = sized(str(preset)).override(recipe.settings, where=f"recipe {recipe.name!r}")
     sections = RunConfig.sections()
@@ -243,9 +307,7 @@ def resolve(
         {k: v for k, v in params.items() if k in sections}, where=params_name
     )
     steps = params.get("steps") or {}
-    if not isinstance(steps, Mapping):
-        raise ConfigError(f"{params_name}: steps must map step names to sections")
-    config = config.override(steps.get(recipe.step) or {}, where=f"{params_name} steps.{recipe.step}")
+    config = config.override(steps.get(recipe.step) or {}, where=f"{params_name}: steps.{recipe.step}")
     changes: dict[str, dict[str, Any]] = {}
     for text in assignments:
         section, key, value = parse_assignment(text)

@@ -52,13 +52,25 @@ from train.assemble import (
     set_rng_state,
     setup_distributed,
 )
-from train.config import RunConfig, to_dict
+from train.config import RESUME_MAY_CHANGE, RunConfig, to_dict
 from train.data import stop_workers, to_device
-from train.model import CHECKPOINT_FORMAT_VERSION, ScoreCriticModel, save_checkpoint
+from train.model import (
+    CHECKPOINT_FORMAT_VERSION,
+    ScoreCriticModel,
+    load_error_reason,
+    save_checkpoint,
+)
 from train.preemption import Preempted, StopRequest, agreed_signal, stop_signals
 from train.steps import NetLosses, StepContext, StepSpec
 
-__all__ = ["Trainer", "TrainingError", "Progress", "PendingTerms", "backward_each"]
+__all__ = [
+    "Trainer",
+    "TrainingError",
+    "Progress",
+    "PendingTerms",
+    "backward_each",
+    "check_resumable",
+]
 
 
 @dataclass
@@ -175,6 +187,49 @@ def backward_each(losses: NetLosses, modules: dict[str, nn.Module]) -> None:
         total.backward(inputs=params, retain_graph=k + 1 < len(losses))
 
 
+def check_resumable(
+    path: Path, state: dict[str, Any], config: RunConfig, instruments: list[str], preset: str
+) -> None:
+    """Refuse to continue the training state ``state`` (read from ``path``) with settings or
+    shards other than its own, in one line naming the checkpoint and what differs.
+
+    A state written before it recorded its whole ``config`` is compared on its
+    ``model_config`` alone.
+
+    Raises:
+        TrainingError: other instruments, another preset, or settings outside
+            :data:`RESUME_MAY_CHANGE` that differ.
+    """
+    saved_instruments = [str(name) for name in state.get("instruments") or []]
+    if saved_instruments and saved_instruments != list(instruments):
+        raise TrainingError(
+            f"{path}: cannot resume, the run trained on instruments {saved_instruments} and "
+            f"these shards hold {list(instruments)}; resume on the run's shards, or train a "
+            "new run into another --out"
+        )
+    saved = state.get("config") or {"model": state.get("model_config") or {}}
+    current = config.to_dict()
+    changed = [
+        f"{section}.{key} {value!r} -> {current[section][key]!r}"
+        for section, values in saved.items() if section in current
+        for key, value in values.items()
+        if key in current[section] and current[section][key] != value
+        and f"{section}.{key}" not in RESUME_MAY_CHANGE
+    ]
+    if not changed:
+        return
+    saved_preset = str(state.get("preset") or "")
+    cause = (f"the run was started with preset {saved_preset!r}, this command asks {preset!r}; "
+             if saved_preset and preset and saved_preset != preset else "")
+    shown = ", ".join(changed[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
+    raise TrainingError(
+        f"{path}: cannot resume with other settings ({cause}{shown}); a resumed run keeps the "
+        f"settings it started with (it may change only "
+        f"{', '.join(RESUME_MAY_CHANGE)}): drop the changes, or train a new run into "
+        "another --out"
+    )
+
+
 def _first_line(error: BaseException) -> str:
     lines = str(error).strip().splitlines()
     return lines[0] if lines else type(error).__name__
@@ -238,6 +293,8 @@ class Trainer:
         self.config = replace(
             config, model=replace(config.model, n_instruments=len(self.instruments))
         )
+        # checked before any network is built or file written: a refused resume changes nothing
+        saved = self._read_last() if resume else None
         seed_everything(self.cfg.seed)  # before the fresh networks are initialised
         networks = build_networks(spec, self.config, init or {}, self.env)
         self.modules, self.nets, self.averaged = networks.modules, networks.nets, networks.averaged
@@ -260,8 +317,8 @@ class Trainer:
             loaders.sampler, loaders.train, loaders.validation
         )
         self.out.mkdir(parents=True, exist_ok=True)
-        if resume:
-            self._load_last()
+        if saved is not None:
+            self._restore(saved)
         self.live = None
         if self.env.main:
             self._write_config()
@@ -436,6 +493,9 @@ class Trainer:
             "nets": {n: self.modules[n].state_dict() for n in self.spec.trained},
             "averaged": {n: a.state_dict() for n, a in self.averaged.items()},
             "model_config": to_dict(self.config.model),
+            # what the run is, for a resume to compare with (check_resumable)
+            "config": self.config.to_dict(),
+            "preset": str(self.record.get("preset", "")),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "progress": {**self.state.__dict__},
@@ -449,7 +509,9 @@ class Trainer:
         except OSError as err:
             raise TrainingError(str(err)) from err
 
-    def _load_last(self) -> None:
+    def _read_last(self) -> dict[str, Any]:
+        """``out/last.pt``, checked: readable, this format and step, and a run that this
+        command's settings and shards continue (:func:`check_resumable`)."""
         path = self.out / "last.pt"
         if not path.is_file():
             raise TrainingError(f"--resume: no {path} to resume from (start without --resume)")
@@ -457,8 +519,8 @@ class Trainer:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # truncated file, or a pickle of something other than data
             raise TrainingError(
-                f"{path}: cannot resume, not a readable training state ({_first_line(err)}); "
-                "delete it to start over"
+                f"{path}: cannot resume, not a readable training state "
+                f"({load_error_reason(err)}); delete it to start over"
             ) from err
         found = state.get("format_version") if isinstance(state, dict) else None
         if found != CHECKPOINT_FORMAT_VERSION:
@@ -471,13 +533,28 @@ class Trainer:
             raise TrainingError(
                 f"{path} belongs to step {state.get('step')!r}, not {self.spec.name!r}"
             )
-        for name, weights in state["nets"].items():
-            self.modules[name].load_state_dict(weights)
-        for name, weights in state.get("averaged", {}).items():
-            if name in self.averaged:  # else (weight_average turned off) the average is dropped
-                self.averaged[name].load_state_dict(weights)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        check_resumable(
+            path, state, self.config, self.instruments, str(self.record.get("preset", ""))
+        )
+        return state
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        """Continue from a state :meth:`_read_last` accepted: weights, averages, optimiser,
+        scheduler, progress, RNG."""
+        path = self.out / "last.pt"
+        try:
+            for name, weights in state["nets"].items():
+                self.modules[name].load_state_dict(weights)
+            for name, weights in state.get("averaged", {}).items():
+                if name in self.averaged:
+                    self.averaged[name].load_state_dict(weights)
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+        except (RuntimeError, KeyError, ValueError) as err:
+            raise TrainingError(
+                f"{path}: cannot resume, the saved networks do not fit this run's "
+                f"({_first_line(err)}); train a new run into another --out"
+            ) from err
         self.state = Progress(**state["progress"])
         if self.state.step > self.cfg.steps_per_epoch:
             raise TrainingError(
