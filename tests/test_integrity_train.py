@@ -185,12 +185,16 @@ def test_out_named_after_another_recipe_is_announced(shards, params, files, tmp_
     ids=["lr", "two-settings", "preset"],
 )
 def test_resume_with_settings_its_state_fixes_is_refused(extra, expected, run, shards, params):
-    before = {name: digest(run / name) for name in ("last.pt", "best.pt", "config.json")}
+    marker = run / "preempted.json"  # as a preempted run leaves it, for its job script
+    marker.write_text('{"epoch": 0}')
+    before = {name: digest(run / name) for name in ("last.pt", "best.pt", "config.json",
+                                                    "preempted.json")}
     result = invoke(train_args("step1", shards, run, params, "--resume",
                                "--set", "train.max_epochs=2", *extra))
     refused(result, f"{run / 'last.pt'}: cannot resume with other settings", *expected,
             "train.max_epochs")  # names what may change
     assert {name: digest(run / name) for name in before} == before
+    marker.unlink()
 
 
 def test_resume_on_other_instruments_or_shapes_is_one_line(run, shards, params, tmp_path):

@@ -58,8 +58,14 @@ def params(tmp_path_factory) -> Path:
 
 @pytest.fixture(autouse=True)
 def one_thread(monkeypatch):
-    """One intra-op thread in this process and the runs it starts, so the same arithmetic."""
+    """One intra-op thread in this process and the runs it starts, so the same arithmetic (the
+    trainer leaves an explicit OMP_NUM_THREADS alone, so this process is set here: torch read
+    its thread count at import, before the variable was)."""
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def train_args(step: str, shards: Path, out: Path, params: Path, *extra: str) -> list[str]:

@@ -100,9 +100,14 @@ def run(
     # one set of handlers for the whole run: a signal that arrives between the baseline's two
     # phases stops the second after its first step rather than being lost
     with stop_signals():
-        try:
+        def fit(trainer: Trainer) -> dict[str, Any]:
+            # the marker goes once a trainer has accepted the resume (its checks passed): a
+            # refused resume leaves the run as it was, marker included
             if resume and env.main:
                 clear_marker(out)
+            return trainer.fit()
+
+        try:
             init, starts = _load_starts(recipe, paths, instruments)
             record = {
                 "recipe": {k: v for k, v in recipe.to_dict().items() if k != "settings"},
@@ -112,21 +117,21 @@ def run(
             common = dict(record=record, progress=progress, dvclive=dvclive, env=env)
             if recipe.step != "baseline":
                 spec = SPECS[recipe.step]
-                return Trainer(spec, shards, config, out, init=init, resume=resume, **common).fit()
+                return fit(Trainer(spec, shards, config, out, init=init, resume=resume, **common))
             # the baseline: phase 1 trains the classifier critic, phase 2 the separator against it
             phase1 = out / "classifier"
             metrics1 = phase1 / "metrics.json"
             if not (metrics1.is_file() and json.loads(metrics1.read_text()).get("stopped")):
                 resume1 = resume and (phase1 / "last.pt").is_file()
-                Trainer(SPECS["classifier"], shards, config, phase1, resume=resume1, **common).fit()
+                fit(Trainer(SPECS["classifier"], shards, config, phase1, resume=resume1, **common))
             env.barrier()
             command = f"train baseline --recipe {recipe.name} --shards ..."
             classifier, _ = load_pretrained(phase1 / "best.pt", "classifier", instruments, command)
             resume2 = resume and (out / "last.pt").is_file()
-            return Trainer(
+            return fit(Trainer(
                 SPECS["baseline"], shards, config, out, init={"classifier": classifier},
                 resume=resume2, **common,
-            ).fit()
+            ))
         except Preempted as stopped:
             if env.main:  # a job script requeues on it; torchrun's own exit code is 1
                 write_marker(out, stopped)
