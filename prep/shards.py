@@ -1160,6 +1160,16 @@ def verify(out: Path) -> list[str]:
     return problems
 
 
+def check_against_plan(out: Path, manifest: Manifest) -> list[str]:
+    """:func:`verify`'s checks of the manifest against the build plan and the build records
+    (no shard is read): what ``prep card`` refuses to describe as a complete shard set."""
+    try:
+        plan = BuildPlanFile.read(out)
+    except ShardError as error:
+        return [str(error)]
+    return _verify_plan(Path(out), manifest, plan)
+
+
 def _verify_plan(out: Path, manifest: Manifest, plan: BuildPlanFile | None) -> list[str]:
     """The manifest against the build plan and the build records: every planned shard listed,
     nothing else, each with the checksum its build wrote; unverified shards named."""
@@ -1934,6 +1944,7 @@ __all__ = [
     "read_manifest",
     "remove_tree_partials",
     "build_record_path",
+    "check_against_plan",
     "sha256_file",
     "shard_path",
     "validate_track",
