@@ -930,7 +930,7 @@ def assemble_manifest(
     checksums of the shards to list (relative path -> SHA-256), as their build records hold
     them; with ``plan``, exactly those shards are listed and the plan recorded.
     """
-    files = None if plan is None else [Path(out) / path for path in (known_sha256 or {})]
+    files = None if plan is None else sorted(Path(out) / path for path in known_sha256 or {})
     manifest = manifest_from_shards(out, known_sha256, files)
     if plan is not None:
         manifest.plan_id = plan.plan_id

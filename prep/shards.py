@@ -794,7 +794,7 @@ class Manifest:
         if not path.is_file():
             raise ShardError(
                 f"{path}: no manifest (build shards with `prep build-shards`, or rebuild the "
-                "manifest from existing shards with `prep index`)"
+                "manifest from the build records with `prep index`)"
             )
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
