@@ -57,6 +57,14 @@ that one shard.) ``force=True`` rebuilds everything. The manifest is
 the build records' ``skipped`` and ``warnings``, so a build and ``prep index`` of the same
 shards give the same manifest.
 
+Integrity: before building, the plan is written to ``OUT/plan.json``
+(:class:`prep.shards.BuildPlanFile`); the manifest lists every planned shard with the SHA-256
+of its build record, and ``prep index`` (:func:`index_shards`) writes one only when every
+planned shard is complete and unchanged (``--accept-unverified``: changed ones marked as such).
+OUT is locked for the whole build (:mod:`prep.lock`; parts of one plan may share it), and
+SIGTERM/SIGINT unwind the build (:func:`interrupt_on_signals`): workers are stopped before it
+exits, finished shards kept for the rerun.
+
 Stems (the per-instrument references s_i) are stored for the splits of :data:`STEMS_MODES`:
 ``"test"`` (default) for the test split only, where evaluation needs them; ``"eval"`` for
 validation and test; ``"all"`` for every split (the supervised reference trains on them);
