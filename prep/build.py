@@ -57,6 +57,14 @@ that one shard.) ``force=True`` rebuilds everything. The manifest is
 the build records' ``skipped`` and ``warnings``, so a build and ``prep index`` of the same
 shards give the same manifest.
 
+Integrity: before building, the plan is written to ``OUT/plan.json``
+(:class:`prep.shards.BuildPlanFile`); the manifest lists every planned shard with the SHA-256
+of its build record, and ``prep index`` (:func:`index_shards`) writes one only when every
+planned shard is complete and unchanged (``--accept-unverified``: changed ones marked as such).
+OUT is locked for the whole build (:mod:`prep.lock`; parts of one plan may share it), and
+SIGTERM/SIGINT unwind the build (:func:`interrupt_on_signals`): workers are stopped before it
+exits, finished shards kept for the rerun.
+
 Stems (the per-instrument references s_i) are stored for the splits of :data:`STEMS_MODES`:
 ``"test"`` (default) for the test split only, where evaluation needs them; ``"eval"`` for
 validation and test; ``"all"`` for every split (the supervised reference trains on them);
@@ -72,11 +80,14 @@ import json
 import os
 import re
 import resource
+import signal
 import socket
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -92,19 +103,29 @@ from prep.cluster import ClusterError
 from prep.defects import DefectCollector, apply_report, write_report
 from prep.faults import fault_point
 from prep.features import SAMPLE_RATE, FeatureParams
+from prep.lock import LockError, output_lock
 from prep.shards import (
+    BUILD_RECORD_SUFFIX,
     DEFAULT_TARGET_SHARD_BYTES,
     FORMAT_VERSION,
     MANIFEST_NAME,
+    PLAN_NAME,
+    REBUILD_HINT,
+    BuildPlanFile,
     Manifest,
+    PlannedShard,
     ShardError,
     ShardRecord,
     ShardWriteError,
     ShardWriter,
     TrackArrays,
+    build_record_path,
     discard,
+    list_shard_files,
     manifest_from_shards,
     partial_path,
+    plan_problems,
+    read_build_record,
     sha256_file,
     shard_path,
     write_error,
@@ -143,7 +164,6 @@ DEFAULT_RESAMPLE_FILTER = "soxr_hq"
 RESAMPLER_LIBRARY = {"soxr_hq": "soxr", "soxr_vhq": "soxr", "kaiser_best": "resampy",
                      "kaiser_fast": "resampy"}
 MAX_LENGTH_MISMATCH_S = 1.0  # stems differing by less are zero-padded, by more: track skipped
-BUILD_RECORD_SUFFIX = ".build.json"
 DEFAULT_SLAKH_ROOT = Path("corpus/demo")
 BACKENDS = ("local", "dask")  # where shards are built: this machine, or a Dask cluster
 SYNTH_CONFIG_FILE = "synth_slakh.json"  # written by `prep synth-slakh` into its corpus root
@@ -165,6 +185,24 @@ class BuildError(RuntimeError):
 
 class StrictError(BuildError):
     """``strict=True`` and some tracks were skipped (the output was still written)."""
+
+
+class IndexRefused(ShardError):
+    """``prep index`` will not write a manifest: planned shards are missing, or a shard's bytes
+    differ from its build record. ``problems`` holds one line per shard, naming its file."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        super().__init__(problems[0] if len(problems) == 1 else
+                         f"{problems[0]} (and {len(problems) - 1} more problem(s))")
+        self.problems = list(problems)
+
+
+class BuildInterrupted(KeyboardInterrupt):
+    """SIGTERM or SIGINT reached the build: its workers are stopped, finished shards kept."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.signum = signum
 
 
 class TrackSkip(Exception):
@@ -890,13 +928,22 @@ def read_build_records(out: Path) -> tuple[list[dict[str, Any]], list[str]]:
     return records, problems
 
 
-def assemble_manifest(out: Path, known_sha256: dict[str, str] | None = None) -> Manifest:
+def assemble_manifest(
+    out: Path, known_sha256: dict[str, str] | None = None,
+    plan: BuildPlanFile | None = None, unverified: Sequence[str] = (),
+) -> Manifest:
     """``manifest_from_shards(out)`` plus the build records' skipped tracks and warnings.
 
     Used by both ``build_shards`` and ``prep index``, so the two agree. ``known_sha256``: the
-    checksums the build has just computed or verified, so it does not hash every shard twice.
+    checksums of the shards to list (relative path -> SHA-256), as their build records hold
+    them; with ``plan``, exactly those shards are listed and the plan recorded.
     """
-    manifest = manifest_from_shards(out, known_sha256)
+    files = None if plan is None else sorted(Path(out) / path for path in known_sha256 or {})
+    manifest = manifest_from_shards(out, known_sha256, files)
+    if plan is not None:
+        manifest.plan_id = plan.plan_id
+        manifest.planned_shards = sorted(known_sha256 or {})
+        manifest.unverified = sorted(unverified)
     records, problems = read_build_records(out)
     skipped: list[dict[str, str]] = []
     notes: list[dict[str, str]] = []
@@ -912,6 +959,10 @@ def assemble_manifest(out: Path, known_sha256: dict[str, str] | None = None) -> 
     manifest.provenance = merge_provenance(r.get("provenance", {}) for r in records)
     manifest.skipped = sorted(skipped, key=lambda s: (s["track"], s["reason"]))
     manifest.warnings = sorted(notes, key=lambda w: (w["track"], w["warning"]))
+    if "train" not in manifest.splits:
+        problems.append(f"{Path(out) / MANIFEST_NAME}: no train split (the tracks all fall in "
+                        f"{', '.join(manifest.splits)}): no class weights, and training needs "
+                        "train shards (more tracks, or another --split-scheme)")
     manifest.problems = problems
     apply_report(manifest, out)  # defects and split_leakage from OUT/defects.json
     return manifest
@@ -939,11 +990,70 @@ def merge_provenance(entries: Iterable[dict[str, str]]) -> dict[str, Any]:
     return merged
 
 
-def index_shards(out: Path) -> Manifest:
-    """``prep index OUT``: rebuild ``OUT/manifest.json`` from the shard files (and their build
-    records, for skipped tracks); returns the manifest."""
-    manifest = assemble_manifest(Path(out))
-    write_manifest(Path(out), manifest)
+def index_shards(
+    out: Path, accept_unverified: bool = False, log: Callable[[str], None] | None = None,
+) -> Manifest:
+    """``prep index OUT``: rebuild ``OUT/manifest.json`` from the build plan and the complete
+    build records (e.g. after ``--part`` builds); returns the manifest.
+
+    Each shard is listed with the SHA-256 its build wrote, after checking that its bytes still
+    have it. Holds OUT's lock (:mod:`prep.lock`) while it reads and writes.
+
+    Args:
+        accept_unverified: list a shard whose bytes differ from its build record anyway, with
+            its present checksum, named in the manifest's ``unverified`` (``prep verify`` keeps
+            reporting it).
+
+    Raises:
+        IndexRefused: a planned shard is missing (not built, another part's), a shard file is not
+            in the plan, or (without ``accept_unverified``) a shard differs from its record; the
+            manifest is not written.
+        ShardError: no or a bad ``plan.json``, an unreadable shard.
+        LockError: a build or index is running on OUT.
+    """
+    out = Path(out)
+    plan = BuildPlanFile.read(out)
+    if plan is None:
+        raise ShardError(f"{out / PLAN_NAME}: no build plan (not built by this scorecritic's "
+                         "`prep build-shards`, or built before plans were recorded): rerun "
+                         "`prep build-shards` with the same options; finished shards are kept")
+    with output_lock(out, "index", log=log):
+        problems = plan_problems(out, plan)
+        checksums: dict[str, str] = {}
+        unverified: list[str] = []
+        for entry in plan.shards:
+            try:
+                record = read_build_record(out, entry.path)
+            except ShardError:
+                continue  # unreadable (in problems already)
+            written = (record or {}).get("record")
+            path = out / entry.path
+            if not written or record.get("plan_key") != entry.plan_key or not path.is_file():
+                continue  # every track skipped, or missing (in problems already)
+            digest = sha256_file(path)
+            if digest == written["sha256"] and path.stat().st_size == written["bytes"]:
+                checksums[entry.path] = written["sha256"]
+            elif accept_unverified:
+                checksums[entry.path] = digest
+                unverified.append(entry.path)
+            else:
+                problems.append(
+                    f"{path}: SHA-256 differs from its build record "
+                    f"{build_record_path(out, entry.path).name} (corrupted or changed after the "
+                    f"build); {REBUILD_HINT}, or list it as unverified with "
+                    "`prep index --accept-unverified`")
+        planned = {entry.path for entry in plan.shards}
+        for path in list_shard_files(out):
+            if path.relative_to(out).as_posix() not in planned:
+                problems.append(f"{path}: shard file not in the build plan {out / PLAN_NAME} "
+                                "(from another build? move it away)")
+        if problems:
+            raise IndexRefused(problems)
+        if not checksums:
+            raise ShardError(f"{out}: the build plan's shards hold no tracks (every track was "
+                             "skipped)")
+        manifest = assemble_manifest(out, checksums, plan, unverified)
+        write_manifest(out, manifest)
     return manifest
 
 
@@ -1115,11 +1225,66 @@ def build_shards(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise BuildError(str(write_error(out, exc, "cannot create the output folder"))) from exc
+    keys = {s.name: plan.shard_key(s) for s in plan.shards}
+    planned = [PlannedShard(s.name, s.path(out).relative_to(out).as_posix(), s.split,
+                            keys[s.name], [t.track_id for t in s.tracks]) for s in plan.shards]
+    plan_file = BuildPlanFile(BuildPlanFile.make_id(planned), planned)
     try:
-        write_report(out, plan.defect_report)  # OUT/defects.json, for the manifest and index
+        with interrupt_on_signals(), output_lock(out, "build", plan_file.plan_id,
+                                                 f"{part_index}/{part_count}", log=say):
+            return _build_locked(
+                plan, plan_file, keys, out, slakh_root, provenance, part, workers, backend,
+                scheduler, strict, force, progress, say, started)
+    except LockError as exc:
+        raise BuildError(str(exc)) from exc
+    except ShardWriteError as exc:  # the lock file cannot be written
+        raise BuildError(str(exc)) from exc
+
+
+@contextmanager
+def interrupt_on_signals() -> Iterator[None]:
+    """Turn SIGTERM and SIGINT into :class:`BuildInterrupted` in the main thread, so that the
+    build unwinds: joblib kills its workers (``abort_everything``), a Dask cluster is closed, a
+    shard being written here is discarded, the lock is released, and no worker writes into OUT
+    after the build has exited. Further signals are ignored while it unwinds. A signal that is
+    ignored already (``nohup``, background jobs) stays ignored; outside the main thread this
+    does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    watched = [sig for sig in (signal.SIGTERM, signal.SIGINT)
+               if signal.getsignal(sig) is not signal.SIG_IGN]
+
+    def interrupt(signum: int, frame: Any) -> None:
+        for sig in watched:
+            signal.signal(sig, signal.SIG_IGN)
+        raise BuildInterrupted(signum)
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in watched}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _build_locked(
+    plan: Plan, plan_file: BuildPlanFile, keys: dict[str, str], out: Path, slakh_root: Path,
+    provenance: dict[str, str], part: tuple[int, int], workers: int, backend: str,
+    scheduler: str | None, strict: bool, force: bool, progress: bool,
+    say: Callable[[str], None], started: float,
+) -> Manifest | PartialBuild:
+    """:func:`build_shards` once OUT is locked: record the plan, keep the finished shards,
+    build the rest, write the manifest when every planned shard is complete."""
+    part_index, part_count = part
+    try:
+        plan_file.write(out)  # OUT/plan.json: what `prep index` and `prep verify` check against
+        report_text = json.dumps(plan.defect_report, indent=1, sort_keys=True) + "\n"
+        report_path = out / "defects.json"
+        if not report_path.is_file() or report_path.read_text(errors="replace") != report_text:
+            write_report(out, plan.defect_report)  # OUT/defects.json, for the manifest and index
     except OSError as exc:
         raise BuildError(str(exc)) from exc
-    keys = {s.name: plan.shard_key(s) for s in plan.shards}
     mine = [s for s in plan.shards if s.global_index % part_count == part_index - 1]
     outcomes: dict[str, ShardOutcome] = {}
     todo: list[ShardPlan] = []
@@ -1146,7 +1311,7 @@ def build_shards(
 
     # Tracks skipped while planning travel in the first shard's build record.
     first = plan.shards[0].name
-    jobs = [ShardJob(shard, keys[shard.name], settings, out,
+    jobs = [ShardJob(shard, keys[shard.name], plan.settings, out,
                      tuple(plan.skipped) if shard.name == first else (),
                      tuple(sorted(provenance.items()))) for shard in todo]
     built_now: list[ShardOutcome] = []
@@ -1184,8 +1349,9 @@ def build_shards(
     if not any(o.record for o in outcomes.values()):
         raise BuildError(f"{slakh_root}: zero usable tracks (every planned track failed; "
                          "see the reasons above)")
+    # each shard with the checksum its build wrote (kept shards were checked against it)
     verified = {o.record["path"]: o.record["sha256"] for o in outcomes.values() if o.record}
-    manifest = assemble_manifest(out, verified)
+    manifest = assemble_manifest(out, verified, plan_file)
     try:
         write_manifest(out, manifest)
     except ShardWriteError as exc:
@@ -1195,6 +1361,10 @@ def build_shards(
     if strict and manifest.skipped:
         raise StrictError(f"--strict: {len(manifest.skipped)} track(s) skipped "
                           f"(listed in {out / 'manifest.json'})")
+    if "train" not in manifest.splits:
+        say(f"warning: {out / MANIFEST_NAME}: no train split: training needs train shards")
+        if strict:
+            raise StrictError(f"--strict: {out / MANIFEST_NAME} has no train split")
     return manifest
 
 

@@ -77,6 +77,7 @@ from prep.shards import (
     SAMPLE_FIELDS,
     Manifest,
     ShardError,
+    check_against_plan,
     read_attrs,
     read_manifest,
 )
@@ -1476,7 +1477,7 @@ def _maintenance(ctx: _Context) -> list[str]:
         "```",
         "",
         "`prep build-shards` resumes an interrupted build and keeps finished shards; "
-        f"`prep index {out}` rebuilds `manifest.json` from the shard files (e.g. after "
+        f"`prep index {out}` rebuilds `manifest.json` from the build records (e.g. after "
         "`--part` builds). Format changelog:",
         "",
         *changelog,
@@ -1559,6 +1560,11 @@ def write_card(shards_root: Path, out: Path | None = None, command: str | None =
     """
     shards_root = Path(shards_root)
     manifest = read_manifest(shards_root)
+    incomplete = check_against_plan(shards_root, manifest)
+    if incomplete:  # a card describes a complete, unchanged shard set, or nothing
+        more = f" (and {len(incomplete) - 1} more)" if len(incomplete) > 1 else ""
+        raise CardError(f"{incomplete[0]}{more}; no card written (`prep verify "
+                        f"{shards_root}` lists every problem)")
     facts = collect_shard_facts(shards_root, manifest)
     display = make_path_display(shards_root, manifest, command)
     shown = display.show(str(shards_root.resolve()))

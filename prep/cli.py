@@ -109,7 +109,8 @@ def _parse_part_option(ctx: click.Context, param: click.Parameter, value: str) -
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Processes, each building whole shards.")
 @click.option("--part", "part", default="1/1", show_default=True, callback=_parse_part_option,
-              help="Build only part I of N (shards k with k % N == I-1); then `prep index`.")
+              help="Build only part I of N (shards k with k % N == I-1); parts of one build "
+                   "may run at once into one OUT; then `prep index`.")
 @click.option("--backend", type=click.Choice(["local", "dask"]), default="local",
               show_default=True,
               help="local: --workers processes here; dask: one task per shard on a Dask "
@@ -142,6 +143,9 @@ def build_shards_command(
 
     Mixtures are the sum of the selected instruments' stems (16 kHz mono); bad tracks are
     skipped with a reason (listed at the end and in OUT/manifest.json). Rerunning resumes.
+    OUT is locked while it runs (OUT/.lock/): a second build or index on OUT is refused,
+    naming the holder. SIGTERM or Ctrl-C stops the workers and exits (143 or 130); rerun to
+    resume.
 
     \b
     Examples:
@@ -152,7 +156,7 @@ def build_shards_command(
       prep build-shards --part 1/4 ... (on 4 machines), then: prep index data/
       prep build-shards --backend dask --scheduler tcp://10.0.0.5:8786 --out /shared/data
     """
-    from prep.build import BuildError, build_shards, default_slakh_root
+    from prep.build import BuildError, BuildInterrupted, build_shards, default_slakh_root
     from prep.features import DEFAULT_N_HARMONICS
 
     try:
@@ -168,36 +172,59 @@ def build_shards_command(
         )
     except BuildError as error:
         raise click.ClickException(str(error)) from error
+    except BuildInterrupted as stop:
+        click.echo(f"Error: {out}: build {stop} (workers stopped, finished shards kept; rerun "
+                   "the same command to resume)", err=True)
+        raise SystemExit(128 + stop.signum) from None
 
 
 @main.command("index")
 @click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
-def index_command(out: Path) -> None:
-    """Rebuild OUT/manifest.json from the shard files in OUT (e.g. after `--part` builds).
+@click.option("--accept-unverified", is_flag=True,
+              help="List shards whose bytes differ from their build record anyway, marked "
+                   "unverified (`prep verify` keeps reporting them).")
+def index_command(out: Path, accept_unverified: bool) -> None:
+    """Rebuild OUT/manifest.json from the build plan and build records (e.g. after `--part`
+    builds), each shard with the SHA-256 its build wrote.
+
+    Refuses, naming each file, when a planned shard is missing, a shard file is not in the
+    plan, or a shard's bytes differ from its build record (rebuild it: `prep build-shards`
+    resumes).
 
     \b
     Examples:
       prep index data/
     """
-    from prep.build import index_shards
+    from prep.build import IndexRefused, index_shards
+    from prep.lock import LockError
     from prep.shards import ShardError
 
     try:
-        manifest = index_shards(out)
-    except (ShardError, OSError) as error:  # OSError: the manifest cannot be written
+        manifest = index_shards(out, accept_unverified=accept_unverified, log=click.echo)
+    except IndexRefused as refused:
+        for problem in refused.problems:
+            click.echo(problem, err=True)
+        raise click.ClickException(f"{out / 'manifest.json'}: not written "
+                                   f"({len(refused.problems)} problem(s) above)") from None
+    except (ShardError, LockError, OSError) as error:  # OSError: manifest cannot be written
         raise click.ClickException(str(error)) from error
     click.echo(f"{out / 'manifest.json'}: {len(manifest.shards)} shards, {manifest.n_tracks} "
                f"tracks, hours {manifest.hours}, {len(manifest.skipped)} skipped")
     for problem in manifest.problems:
         click.echo(f"note: {problem}", err=True)
+    for path in manifest.unverified:
+        click.echo(f"warning: {out / path}: listed as unverified (differs from its build "
+                   "record)", err=True)
 
 
 @main.command("verify")
 @click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def verify_command(out: Path) -> None:
-    """Check the shards in OUT against OUT/manifest.json (checksums, files, schema, shapes).
+    """Check the shards in OUT against OUT/manifest.json (checksums, files, schema, shapes)
+    and the build plan: every planned shard present with the SHA-256 its build wrote.
 
-    Prints every problem, naming the file, and exits with status 1 if there is any.
+    Prints every problem, naming the file (missing, extra, changed or unverified shards), and
+    exits with status 1 if there is any.
 
     \b
     Examples:

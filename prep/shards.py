@@ -71,8 +71,8 @@ harmonic mask bit-packed (8x smaller than bools before compression, and 3x cheap
 than lzf-compressed bools), audio uncompressed in 32000-sample chunks. Mix (0.23 GB/h) and
 spec (0.24 GB/h) are nearly all of the size; stems add 0.23 GB/h per instrument.
 
-Manifest (``OUT/manifest.json``): the typed :class:`Manifest` (``schema_version`` 2), filled by
-``prep build-shards`` and rebuilt from the shards and build records by ``prep index``::
+Manifest (``OUT/manifest.json``): the typed :class:`Manifest` (``schema_version`` 3), filled by
+``prep build-shards`` and rebuilt from the build records by ``prep index``::
 
     {"shards": [{"path": "train/train-00000.h5", "sha256": ..., "bytes": ..., "split": "train",
                  "tracks": [{"track_id", "n_frames", "n_samples", "has_stems"}]}],
@@ -81,7 +81,19 @@ Manifest (``OUT/manifest.json``): the typed :class:`Manifest` (``schema_version`
      "class_weight": {instrument: weight}  (train split), "skipped": [{"track", "reason"}],
      "warnings": [...], "problems": [...], "defects": [...], "split_leakage": [...],
      "provenance": {"corpus_root", "hosts", "built_from", "built_to", ...},
-     "format_version": 1, "schema_version": 2}
+     "plan_id": ..., "planned_shards": [path, ...], "unverified": [path, ...],
+     "format_version": 1, "schema_version": 3}
+
+Integrity: the build plan is the source of truth. ``prep build-shards`` writes the plan
+(``OUT/plan.json``: every shard of the corpus and options, with the key of its content, see
+:class:`BuildPlanFile`) before it builds, and next to each shard a build record
+``<split>-NNNNN.build.json`` holding the SHA-256 the build wrote. The manifest lists a shard
+with that checksum only; ``planned_shards`` is every shard file the plan expects, so
+:func:`verify` reports each missing, extra or changed shard, and a ``--part`` or interrupted
+build never verifies as complete. ``unverified`` names shards whose bytes differ from their
+build record that ``prep index --accept-unverified`` was told to accept: :func:`verify` still
+reports them. Shard sets written with :class:`ShardWriter` directly (tests, benchmarks) have
+no plan: ``plan_id`` is empty and only the listed checksums are checked.
 
 Every field is part of the manifest's content except ``provenance`` (where and when); the
 shards themselves never name a place, a host or a time, so their checksums do not depend on
@@ -156,6 +168,12 @@ PACKED_BINS = (N_BINS + 7) // 8  # 129 bytes per packed harmonic-mask row
 
 class ShardError(Exception):
     """A shard or manifest is missing, corrupt, inconsistent or of another format version."""
+
+
+#: Rebuilding changed or missing shards; never ``prep index``, which would record the changed
+#: bytes as if the build had written them.
+REBUILD_HINT = ("rebuild it with `prep build-shards` and the same options (it resumes: only "
+                "missing or changed shards are rebuilt)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -646,7 +664,8 @@ def validate_track(track: TrackArrays, n_instruments: int) -> dict[str, np.ndarr
 # --------------------------------------------------------------------------------------------
 
 
-MANIFEST_SCHEMA_VERSION = 2  # the manifest's layout (2: typed, with provenance)
+# the manifest's layout (2: typed, with provenance; 3: the build plan, unverified shards)
+MANIFEST_SCHEMA_VERSION = 3
 
 
 def _check_fields(data: Any, cls: type, where: str) -> dict[str, Any]:
@@ -715,6 +734,10 @@ class Manifest:
     defects: list[dict[str, Any]] = field(default_factory=list)  # known dataset defects met
     split_leakage: list[dict[str, Any]] = field(default_factory=list)  # similar scores across splits
     provenance: dict[str, Any] = field(default_factory=dict, compare=False)
+    # the build plan this manifest completes ("" for shards written without prep build-shards)
+    plan_id: str = ""
+    planned_shards: list[str] = field(default_factory=list)  # every shard file the plan expects
+    unverified: list[str] = field(default_factory=list)  # differ from their build record
     format_version: int = FORMAT_VERSION
     schema_version: int = MANIFEST_SCHEMA_VERSION
 
@@ -732,7 +755,8 @@ class Manifest:
                 raise ShardError(
                     f"{where}: manifest schema_version {data.get('schema_version')} found, "
                     f"expected {MANIFEST_SCHEMA_VERSION}; `prep index OUT` rewrites it from the "
-                    "shards (no rebuild needed)")
+                    "build records (no rebuild needed; a folder without plan.json: rerun "
+                    "`prep build-shards`, which keeps the finished shards)")
         values = _check_fields(data, cls, where)
         shards = [ShardRecord.from_dict(e, f"{where}: shards[{k}]")
                   for k, e in enumerate(values["shards"])]
@@ -770,12 +794,18 @@ class Manifest:
         if not path.is_file():
             raise ShardError(
                 f"{path}: no manifest (build shards with `prep build-shards`, or rebuild the "
-                "manifest from existing shards with `prep index`)"
+                "manifest from the build records with `prep index`)"
             )
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as error:
+            raise ShardError(f"{path}: unreadable manifest (not UTF-8 text: byte "
+                             f"{error.object[error.start]:#04x} at offset {error.start})") from error
         except (OSError, json.JSONDecodeError) as error:
             raise ShardError(f"{path}: unreadable manifest ({error})") from error
+        if not isinstance(data, dict):
+            raise ShardError(f"{path}: not a manifest (a JSON {type(data).__name__}, expected "
+                             "an object)")
         return cls.from_dict(data, str(path))
 
     def to_dict(self) -> dict[str, Any]:
@@ -839,13 +869,16 @@ def list_shard_files(out: Path) -> list[Path]:
 
 
 def manifest_from_shards(
-    out: Path, known_sha256: Mapping[str, str] | None = None
+    out: Path, known_sha256: Mapping[str, str] | None = None,
+    files: Sequence[Path] | None = None,
 ) -> Manifest:
     """Rebuild the manifest from the shard files alone (``prep index``).
 
     ``known_sha256`` maps shard paths relative to OUT to checksums the caller has just computed
     (the builder hashes each shard as it writes or resumes it): those files are not read a
-    second time.
+    second time. ``files``: the shard files to list (default: every ``OUT/<split>/*.h5``); the
+    builder and ``prep index`` pass the shards of the build plan, with the checksums of their
+    build records.
 
     Checksums, sizes, track lists, hours per split, instruments, feature params and source are
     read from the shards; ``activity_rate``/``class_weight`` are recomputed from the
@@ -854,7 +887,7 @@ def manifest_from_shards(
     from the previous manifest if one exists.
     """
     out = Path(out)
-    files = list_shard_files(out)
+    files = list_shard_files(out) if files is None else [Path(f) for f in files]
     if not files:
         raise ShardError(f"{out}: no shard files OUT/<split>/*{SHARD_SUFFIX} found")
     previous: dict[str, Any] = {}  # any older manifest, typed or not: only read for fallbacks
@@ -873,7 +906,11 @@ def manifest_from_shards(
     train_frames = 0
     for path in files:
         relative = path.relative_to(out).as_posix()
-        with h5py.File(path, "r") as handle:
+        try:
+            handle = h5py.File(path, "r")
+        except OSError as error:
+            raise ShardError(f"{path}: not a readable HDF5 shard ({_first_line(error)})") from error
+        with handle:
             root = read_attrs(handle)
             _check_format_version(path, root.get("format_version"))
             missing = [a for a in REQUIRED_ROOT_ATTRS if a not in root]
@@ -892,6 +929,8 @@ def manifest_from_shards(
                     f"{path}: instruments {shard_instruments} differ from {instruments} "
                     f"({files[0]})"
                 )
+            if "tracks" not in handle:
+                raise ShardError(f"{path}: no /tracks group (not a scorecritic shard)")
             tracks = []
             for track_id, group in handle["tracks"].items():
                 n_samples = int(group.attrs["n_samples"])
@@ -933,6 +972,11 @@ def manifest_from_shards(
     )
 
 
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
 def activity_rate_from_counts(active_frames: np.ndarray, total_frames: int) -> np.ndarray:
     """Activity rate per instrument from summed active-frame counts."""
     return np.asarray(active_frames, dtype=np.float64) / float(total_frames)
@@ -953,6 +997,127 @@ def _check_format_version(path: Path, found: Any) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# Build plan and build records
+# --------------------------------------------------------------------------------------------
+
+
+PLAN_NAME = "plan.json"
+PLAN_SCHEMA_VERSION = 1
+BUILD_RECORD_SUFFIX = ".build.json"
+
+
+@dataclass(frozen=True)
+class PlannedShard:
+    """One shard of the build plan: its file (relative to OUT), split, tracks and plan key
+    (the hash of everything that determines its bytes, :meth:`prep.build.Plan.shard_key`)."""
+
+    name: str
+    path: str
+    split: str
+    plan_key: str
+    tracks: list[str]
+
+
+@dataclass
+class BuildPlanFile:
+    """``OUT/plan.json``: every shard a build of the corpus with its options makes, written by
+    ``prep build-shards`` before it builds anything (every ``--part`` writes the same one), so
+    ``prep index`` and :func:`verify` know which shards are missing."""
+
+    plan_id: str
+    shards: list[PlannedShard]
+    format_version: int = FORMAT_VERSION
+    schema_version: int = PLAN_SCHEMA_VERSION
+
+    @staticmethod
+    def make_id(shards: Sequence[PlannedShard]) -> str:
+        """The plan's identity: a hash of its shards' names and keys."""
+        text = json.dumps([[s.name, s.plan_key] for s in shards])
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def to_text(self) -> str:
+        return json.dumps(asdict(self), indent=1) + "\n"
+
+    def write(self, out: Path) -> Path:
+        """Write ``OUT/plan.json`` atomically (left alone when it already says the same)."""
+        path = Path(out) / PLAN_NAME
+        text = self.to_text()
+        try:
+            if path.read_text(encoding="utf-8") == text:
+                return path
+        except (OSError, UnicodeDecodeError):
+            pass
+        return atomic_write_text(path, text, action="cannot write the build plan")
+
+    @classmethod
+    def read(cls, out: Path) -> BuildPlanFile | None:
+        """``OUT/plan.json``; ``None`` if there is none; ShardError naming it if it is bad."""
+        path = Path(out) / PLAN_NAME
+        if not path.exists():
+            return None
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:  # ValueError: JSON or UTF-8
+            raise ShardError(f"{path}: unreadable build plan ({_first_line(error)})") from error
+        if not isinstance(data, dict) or data.get("schema_version") != PLAN_SCHEMA_VERSION:
+            found = data.get("schema_version") if isinstance(data, dict) else type(data).__name__
+            raise ShardError(f"{path}: not a build plan of schema_version "
+                             f"{PLAN_SCHEMA_VERSION} (found {found}); rerun `prep build-shards`")
+        try:
+            shards = [PlannedShard(**entry) for entry in data["shards"]]
+            plan = cls(**{**data, "shards": shards})
+        except (KeyError, TypeError) as error:
+            raise ShardError(f"{path}: malformed build plan ({_first_line(error)})") from error
+        if plan.plan_id != cls.make_id(shards):
+            raise ShardError(f"{path}: plan_id does not match its shards (edited?); rerun "
+                             "`prep build-shards`")
+        return plan
+
+
+def build_record_path(out: Path, shard: str) -> Path:
+    """The build record of the shard at ``shard`` (relative to OUT): ``<split>-NNNNN.build.json``
+    next to it."""
+    path = Path(out) / shard
+    return path.with_name(path.name.removesuffix(SHARD_SUFFIX) + BUILD_RECORD_SUFFIX)
+
+
+def read_build_record(out: Path, shard: str) -> dict[str, Any] | None:
+    """The build record of a shard (relative path), ``None`` if there is none; ShardError naming
+    it if it cannot be read."""
+    path = build_record_path(out, shard)
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ShardError(f"{path}: unreadable build record ({_first_line(error)})") from error
+    if not isinstance(record, dict):
+        raise ShardError(f"{path}: not a build record (a JSON {type(record).__name__})")
+    return record
+
+
+def plan_problems(out: Path, plan: BuildPlanFile) -> list[str]:
+    """Planned shards that no build has finished (no build record, or a record of another plan,
+    or a record whose shard file is gone): one line each, naming the file."""
+    problems = []
+    for entry in plan.shards:
+        path = Path(out) / entry.path
+        try:
+            record = read_build_record(out, entry.path)
+        except ShardError as error:
+            problems.append(str(error))
+            continue
+        if record is None or record.get("plan_key") != entry.plan_key:
+            why = "no build record" if record is None else "its build record is of another plan"
+            problems.append(f"{path}: planned shard missing ({why}; not built yet, or built by "
+                            "another --part: build it with `prep build-shards`)")
+        elif record.get("record") and not path.is_file():
+            problems.append(f"{path}: planned shard missing (its build record says it was "
+                            f"written); {REBUILD_HINT}")
+    return problems
+
+
+# --------------------------------------------------------------------------------------------
 # Verify
 # --------------------------------------------------------------------------------------------
 
@@ -964,14 +1129,23 @@ def verify(out: Path) -> list[str]:
     listed size and SHA-256; no unlisted shard or leftover partial files; each shard's root
     attrs, split and instruments; each track's datasets present with the expected dtypes and
     shapes, frame counts agreeing with ``1 + n_samples // hop`` and with the manifest, and
-    ``activity`` equal to ``roll.any(-1)``.
+    ``activity`` equal to ``roll.any(-1)``. Against the build plan (``plan.json``) and the build
+    records: every planned shard listed and nothing else, each with the SHA-256 its build wrote,
+    shards accepted as unverified named; without a manifest, the planned shards still missing.
     """
     out = Path(out)
     try:
+        plan = BuildPlanFile.read(out)
+    except ShardError as error:
+        plan, plan_error = None, [str(error)]
+    else:
+        plan_error = []
+    try:
         manifest = read_manifest(out)
     except ShardError as error:
-        return [str(error)]
-    problems: list[str] = []
+        # no manifest: say which planned shards are missing, if a build has started
+        return [str(error), *plan_error, *(plan_problems(out, plan) if plan else [])]
+    problems: list[str] = list(plan_error)
     listed = {}
     for entry in manifest.shards:
         listed[(out / entry.path).resolve()] = entry
@@ -982,6 +1156,52 @@ def verify(out: Path) -> list[str]:
         problems.append(f"{path}: leftover partial file from an interrupted build")
     for path, entry in listed.items():
         problems.extend(_verify_shard(path, entry, manifest))
+    problems.extend(_verify_plan(out, manifest, plan))
+    return problems
+
+
+def check_against_plan(out: Path, manifest: Manifest) -> list[str]:
+    """:func:`verify`'s checks of the manifest against the build plan and the build records
+    (no shard is read): what ``prep card`` refuses to describe as a complete shard set."""
+    try:
+        plan = BuildPlanFile.read(out)
+    except ShardError as error:
+        return [str(error)]
+    return _verify_plan(Path(out), manifest, plan)
+
+
+def _verify_plan(out: Path, manifest: Manifest, plan: BuildPlanFile | None) -> list[str]:
+    """The manifest against the build plan and the build records: every planned shard listed,
+    nothing else, each with the checksum its build wrote; unverified shards named."""
+    problems = []
+    where = out / MANIFEST_NAME
+    listed = [s.path for s in manifest.shards]
+    if manifest.plan_id:
+        for path in manifest.planned_shards:
+            if path not in listed:
+                problems.append(f"{out / path}: planned shard missing from {where}")
+        for path in listed:
+            if path not in manifest.planned_shards:
+                problems.append(f"{out / path}: listed in {where} but not in its build plan")
+    if plan is not None and plan.plan_id != manifest.plan_id:
+        problems.append(f"{where}: describes another build than {out / PLAN_NAME} (options or "
+                        "corpus changed); finish the build with `prep build-shards`")
+    for entry in manifest.shards:
+        if entry.path in manifest.unverified:
+            problems.append(f"{out / entry.path}: unverified: its bytes differ from its build "
+                            f"record (accepted by `prep index --accept-unverified`); "
+                            f"{REBUILD_HINT}")
+            continue
+        try:
+            record = read_build_record(out, entry.path)
+        except ShardError as error:
+            problems.append(str(error))
+            continue
+        written = (record or {}).get("record") or {}
+        if written.get("sha256") not in (None, entry.sha256):
+            problems.append(f"{out / entry.path}: SHA-256 in {where} differs from the one its "
+                            f"build wrote ({build_record_path(out, entry.path)}): the shard "
+                            f"changed after the build; {REBUILD_HINT}")
     return problems
 
 
@@ -992,7 +1212,8 @@ def _verify_shard(path: Path, entry: ShardRecord, manifest: Manifest) -> list[st
     if size != entry.bytes:
         return [f"{path}: {size} bytes, manifest says {entry.bytes} (truncated or changed)"]
     if sha256_file(path) != entry.sha256:
-        return [f"{path}: SHA-256 does not match the manifest (file corrupted or changed)"]
+        return [f"{path}: SHA-256 does not match the manifest (file corrupted or changed); "
+                f"{REBUILD_HINT}"]
     try:
         with h5py.File(path, "r") as handle:
             return _verify_contents(path, handle, entry, manifest)
@@ -1283,7 +1504,8 @@ class ShardSet:
             if digest != self._entries[path].sha256:
                 raise ShardError(
                     f"{path}: SHA-256 does not match {self.root / MANIFEST_NAME} "
-                    "(corrupted or changed; run `prep verify`, rebuild or `prep index`)"
+                    f"(corrupted or changed; `prep verify {self.root}` lists every such shard; "
+                    f"{REBUILD_HINT})"
                 )
 
     # -- metadata -------------------------------------------------------------------------
@@ -1565,7 +1787,11 @@ def inspect_shard(path: Path, track: str | None = None) -> str:
     if not path.is_file():
         raise ShardError(f"{path}: no such shard file")
     lines = [f"{path} ({path.stat().st_size / 2**20:.1f} MiB)"]
-    with h5py.File(path, "r") as handle:
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as error:
+        raise ShardError(f"{path}: not a readable HDF5 shard ({_first_line(error)})") from error
+    with handle:
         root = read_attrs(handle)
         for key, value in root.items():
             lines.append(f"  {key}: {value}")
@@ -1685,6 +1911,8 @@ def remove_tree_partials(out: Path) -> list[Path]:
 
 
 __all__ = [
+    "BUILD_RECORD_SUFFIX",
+    "BuildPlanFile",
     "DEFAULT_LAYOUT",
     "DEFAULT_TARGET_SHARD_BYTES",
     "FORMAT_VERSION",
@@ -1692,6 +1920,9 @@ __all__ = [
     "MANIFEST_NAME",
     "MANIFEST_SCHEMA_VERSION",
     "Manifest",
+    "PLAN_NAME",
+    "PlannedShard",
+    "REBUILD_HINT",
     "SAMPLE_FIELDS",
     "ShardError",
     "ShardRecord",
@@ -1706,10 +1937,14 @@ __all__ = [
     "list_shard_files",
     "manifest_from_shards",
     "partial_path",
+    "plan_problems",
     "plot_window",
+    "read_build_record",
     "read_attrs",
     "read_manifest",
     "remove_tree_partials",
+    "build_record_path",
+    "check_against_plan",
     "sha256_file",
     "shard_path",
     "validate_track",
