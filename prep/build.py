@@ -992,6 +992,7 @@ def merge_provenance(entries: Iterable[dict[str, str]]) -> dict[str, Any]:
 
 def index_shards(
     out: Path, accept_unverified: bool = False, log: Callable[[str], None] | None = None,
+    progress: bool = False,
 ) -> Manifest:
     """``prep index OUT``: rebuild ``OUT/manifest.json`` from the build plan and the complete
     build records (e.g. after ``--part`` builds); returns the manifest.
@@ -1003,6 +1004,7 @@ def index_shards(
         accept_unverified: list a shard whose bytes differ from its build record anyway, with
             its present checksum, named in the manifest's ``unverified`` (``prep verify`` keeps
             reporting it).
+        progress: a tqdm bar over the shards checksummed (on stderr).
 
     Raises:
         IndexRefused: a planned shard is missing (not built, another part's), a shard file is not
@@ -1017,11 +1019,13 @@ def index_shards(
         raise ShardError(f"{out / PLAN_NAME}: no build plan (not built by this scorecritic's "
                          "`prep build-shards`, or built before plans were recorded): rerun "
                          "`prep build-shards` with the same options; finished shards are kept")
+    from tqdm import tqdm
+
     with output_lock(out, "index", log=log):
         problems = plan_problems(out, plan)
         checksums: dict[str, str] = {}
         unverified: list[str] = []
-        for entry in plan.shards:
+        for entry in tqdm(plan.shards, desc="index", unit="shard", disable=not progress):
             try:
                 record = read_build_record(out, entry.path)
             except ShardError:

@@ -6,6 +6,10 @@ from pathlib import Path
 
 import click
 
+# prep.features.DEFAULT_N_HARMONICS, here so that `--help` answers without importing torch
+# (tests/test_cli.py holds the two equal).
+DEFAULT_N_HARMONICS = 15
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="scorecritic")
@@ -23,7 +27,7 @@ def main() -> None:
 # --- synth-slakh: the demo corpus (prep/synth.py) -------------------------------------------
 
 
-@main.command("synth-slakh")
+@main.command("synth-slakh", short_help="Render a Slakh-layout corpus with FluidSynth.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Corpus root; gets train/, validation/, test/ as in Slakh2100.")
 @click.option("--preset", type=click.Choice(["demo", "bench", "heldout", "tiny", "none"]),
@@ -85,7 +89,7 @@ def _parse_part_option(ctx: click.Context, param: click.Parameter, value: str) -
         raise click.BadParameter(str(error)) from error
 
 
-@main.command("build-shards")
+@main.command("build-shards", short_help="Build checksummed HDF5 shards from a Slakh2100-layout corpus.")
 @click.option("--slakh-root", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Slakh2100-layout corpus (split folders or flat). "
                    "[default: $SLAKH_ROOT, else corpus/demo]")
@@ -122,8 +126,8 @@ def _parse_part_option(ctx: click.Context, param: click.Parameter, value: str) -
 @click.option("--force", is_flag=True, help="Rebuild shards that are already complete.")
 @click.option("--shard-size-mb", type=click.FloatRange(min=0, min_open=True), default=256.0,
               show_default=True, help="Target shard size (estimated, uncompressed).")
-@click.option("--n-harmonics", type=click.IntRange(min=1), default=None,
-              help="Harmonics per note L in the harmonic mask [default: prep.features].")
+@click.option("--n-harmonics", type=click.IntRange(min=1), default=DEFAULT_N_HARMONICS,
+              show_default=True, help="Harmonics per note L in the harmonic mask.")
 @click.option("--resample-filter",
               type=click.Choice(["soxr_hq", "soxr_vhq", "kaiser_best", "kaiser_fast"]),
               default="soxr_hq", show_default=True,
@@ -137,7 +141,7 @@ def build_shards_command(
     slakh_root: Path | None, out: Path, instruments: str, split_scheme: str,
     instrument_map: Path | None, stems: str, workers: int, part: tuple[int, int],
     backend: str, scheduler: str | None, strict: bool, force: bool, shard_size_mb: float,
-    n_harmonics: int | None, resample_filter: str, sustain: bool, no_progress: bool,
+    n_harmonics: int, resample_filter: str, sustain: bool, no_progress: bool,
 ) -> None:
     """Build HDF5 training shards from a Slakh2100-layout corpus.
 
@@ -157,7 +161,6 @@ def build_shards_command(
       prep build-shards --backend dask --scheduler tcp://10.0.0.5:8786 --out /shared/data
     """
     from prep.build import BuildError, BuildInterrupted, build_shards, default_slakh_root
-    from prep.features import DEFAULT_N_HARMONICS
 
     try:
         build_shards(
@@ -166,7 +169,7 @@ def build_shards_command(
             workers=workers, part=part, backend=backend, scheduler=scheduler, strict=strict,
             force=force,
             shard_size_mb=shard_size_mb,
-            n_harmonics=n_harmonics if n_harmonics is not None else DEFAULT_N_HARMONICS,
+            n_harmonics=n_harmonics,
             resample_filter=resample_filter, sustain=sustain, progress=not no_progress,
             log=click.echo,
         )
@@ -178,12 +181,13 @@ def build_shards_command(
         raise SystemExit(128 + stop.signum) from None
 
 
-@main.command("index")
+@main.command("index", short_help="Rebuild OUT/manifest.json from the build plan and records.")
 @click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--accept-unverified", is_flag=True,
               help="List shards whose bytes differ from their build record anyway, marked "
                    "unverified (`prep verify` keeps reporting them).")
-def index_command(out: Path, accept_unverified: bool) -> None:
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def index_command(out: Path, accept_unverified: bool, no_progress: bool) -> None:
     """Rebuild OUT/manifest.json from the build plan and build records (e.g. after `--part`
     builds), each shard with the SHA-256 its build wrote.
 
@@ -200,7 +204,8 @@ def index_command(out: Path, accept_unverified: bool) -> None:
     from prep.shards import ShardError
 
     try:
-        manifest = index_shards(out, accept_unverified=accept_unverified, log=click.echo)
+        manifest = index_shards(out, accept_unverified=accept_unverified, log=click.echo,
+                                progress=not no_progress)
     except IndexRefused as refused:
         for problem in refused.problems:
             click.echo(problem, err=True)
@@ -217,9 +222,10 @@ def index_command(out: Path, accept_unverified: bool) -> None:
                    "record)", err=True)
 
 
-@main.command("verify")
+@main.command("verify", short_help="Check OUT's shards against the manifest and the build plan.")
 @click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
-def verify_command(out: Path) -> None:
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def verify_command(out: Path, no_progress: bool) -> None:
     """Check the shards in OUT against OUT/manifest.json (checksums, files, schema, shapes)
     and the build plan: every planned shard present with the SHA-256 its build wrote.
 
@@ -232,7 +238,7 @@ def verify_command(out: Path) -> None:
     """
     from prep.shards import verify
 
-    problems = verify(out)
+    problems = verify(out, progress=not no_progress)
     for problem in problems:
         click.echo(problem, err=True)
     if problems:
@@ -240,7 +246,7 @@ def verify_command(out: Path) -> None:
     click.echo(f"{out}: OK")
 
 
-@main.command("inspect")
+@main.command("inspect", short_help="Describe a shard file (or a track); --plot draws a window.")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--track", "track", default=None, help="Describe this track (e.g. Track00001).")
 @click.option(
@@ -248,7 +254,8 @@ def verify_command(out: Path) -> None:
     "png",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Save spectrogram, piano roll and harmonic mask of a 4-s window of --track as PNG.",
+    help="Save spectrogram, activity, piano rolls and harmonic masks of a 4-s window of "
+         "--track (default: the first track) as PNG.",
 )
 @click.option("--start-frame", default=0, show_default=True, help="First frame of the plot.")
 def inspect_command(file: Path, track: str | None, png: Path | None, start_frame: int) -> None:
@@ -257,6 +264,7 @@ def inspect_command(file: Path, track: str | None, png: Path | None, start_frame
     \b
     Examples:
       prep inspect data/train/train-00000.h5
+      prep inspect data/train/train-00000.h5 --plot window.png
       prep inspect data/train/train-00000.h5 --track Track00001 --plot window.png
     """
     from prep.shards import ShardError, inspect_shard, plot_window
@@ -264,8 +272,6 @@ def inspect_command(file: Path, track: str | None, png: Path | None, start_frame
     try:
         click.echo(inspect_shard(file, track))
         if png is not None:
-            if track is None:
-                raise click.UsageError("--plot needs --track")
             click.echo(f"wrote {plot_window(file, track, start_frame, png)}")
     except ShardError as error:
         raise click.ClickException(str(error)) from error
@@ -274,7 +280,7 @@ def inspect_command(file: Path, track: str | None, png: Path | None, start_frame
 # --- card: data cards of built shard sets (prep/card.py) ---------------------------------
 
 
-@main.command("card")
+@main.command("card", short_help="Write the data card of a built shard set (Markdown).")
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--out", "card_path", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="Card file to write [default: OUT/DATA_CARD.md].")

@@ -1122,7 +1122,7 @@ def plan_problems(out: Path, plan: BuildPlanFile) -> list[str]:
 # --------------------------------------------------------------------------------------------
 
 
-def verify(out: Path) -> list[str]:
+def verify(out: Path, progress: bool = False) -> list[str]:
     """Check an output folder against its manifest; returns problems (empty list = OK).
 
     Checks: manifest readable and of this format version; every listed shard exists, has the
@@ -1132,7 +1132,14 @@ def verify(out: Path) -> list[str]:
     ``activity`` equal to ``roll.any(-1)``. Against the build plan (``plan.json``) and the build
     records: every planned shard listed and nothing else, each with the SHA-256 its build wrote,
     shards accepted as unverified named; without a manifest, the planned shards still missing.
+    ``progress`` shows a tqdm bar over the shards read (on stderr).
+
+    Example::
+
+        problems = verify(Path("data"))  # [] when every shard is as built
     """
+    from tqdm import tqdm
+
     out = Path(out)
     try:
         plan = BuildPlanFile.read(out)
@@ -1154,7 +1161,7 @@ def verify(out: Path) -> list[str]:
             problems.append(f"{path}: shard file not listed in {MANIFEST_NAME}")
     for path in sorted(out.glob(f"*/.*{PARTIAL_SUFFIX}")):
         problems.append(f"{path}: leftover partial file from an interrupted build")
-    for path, entry in listed.items():
+    for path, entry in tqdm(listed.items(), desc="verify", unit="shard", disable=not progress):
         problems.extend(_verify_shard(path, entry, manifest))
     problems.extend(_verify_plan(out, manifest, plan))
     return problems
@@ -1828,9 +1835,16 @@ def inspect_shard(path: Path, track: str | None = None) -> str:
     return "\n".join(lines)
 
 
-def plot_window(path: Path, track: str, start_frame: int, png: Path, n_frames: int = 129) -> Path:
-    """Save a figure of a window: log spectrogram, then per instrument its piano roll and its
-    harmonic mask over the spectrogram."""
+def plot_window(path: Path, track: str | None, start_frame: int, png: Path,
+                n_frames: int = 129) -> Path:
+    """Save a figure of a window of ``track`` (default: the shard's first): the log
+    spectrogram |X| beside the frame-level activity labels of every instrument, then per
+    instrument its piano roll Y and its harmonic mask A over |X|.
+
+    Example::
+
+        plot_window(Path("data/train/train-00000.h5"), None, 0, Path("window.png"))
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -1838,6 +1852,9 @@ def plot_window(path: Path, track: str, start_frame: int, png: Path, n_frames: i
 
     path = Path(path)
     with h5py.File(path, "r") as handle:
+        if "tracks" not in handle or not len(handle["tracks"]):
+            raise ShardError(f"{path}: holds no tracks")
+        track = next(iter(handle["tracks"])) if track is None else track
         if track not in handle["tracks"]:
             raise ShardError(f"{path}: no track {track!r}")
         group = handle["tracks"][track]
@@ -1851,6 +1868,7 @@ def plot_window(path: Path, track: str, start_frame: int, png: Path, n_frames: i
         if group["harmonic_mask"].attrs.get("bitpacked", False):
             mask = np.unpackbits(mask, axis=-1, count=N_BINS)
         mask = np.asarray(mask, dtype=bool)
+        activity = np.asarray(group["activity"][start_frame:stop], dtype=bool)  # [T, I]
     # dB with an 80 dB floor below the window maximum, so quiet partials stay visible.
     log_spec = 20 * np.log10(np.maximum(spec, 1e-4 * max(float(spec.max()), 1e-12))).T
     extent_t = (start_frame, stop)
@@ -1862,7 +1880,10 @@ def plot_window(path: Path, track: str, start_frame: int, png: Path, n_frames: i
     )
     axes[0, 0].set_title(f"{track}: |X| (dB)")
     axes[0, 0].set_ylabel("Hz")
-    axes[0, 1].axis("off")
+    axes[0, 1].imshow(activity.T, origin="lower", aspect="auto", cmap="Greys",
+                      interpolation="nearest", extent=(*extent_t, -0.5, len(instruments) - 0.5))
+    axes[0, 1].set_yticks(range(len(instruments)), instruments)
+    axes[0, 1].set_title("activity labels (frame level)")
     for index, name in enumerate(instruments, start=1):
         axes[index, 0].imshow(
             roll[:, index - 1].T,

@@ -82,3 +82,26 @@ def test_build_shards_backend_choices_are_the_builds_backends() -> None:
     option = next(p for p in prep_main.commands["build-shards"].params if p.name == "backend")
     assert list(option.type.choices) == list(BACKENDS)
     assert option.default == BACKENDS[0]
+
+
+def test_prep_help_shows_the_harmonics_default_of_prep_features() -> None:
+    from prep.features import DEFAULT_N_HARMONICS
+
+    result = CliRunner().invoke(prep_main, ["build-shards", "--help"])
+    assert f"[default: {DEFAULT_N_HARMONICS};" in result.output
+    assert "prep.features]" not in result.output
+
+
+def test_inspect_plot_takes_the_first_track_by_default(tiny_shards, tmp_path) -> None:
+    shard = sorted((tiny_shards / "train").glob("*.h5"))[0]
+    png = tmp_path / "window.png"
+    result = CliRunner().invoke(prep_main, ["inspect", str(shard), "--plot", str(png)])
+    assert result.exit_code == 0, result.output
+    assert f"wrote {png}" in result.output and png.stat().st_size > 10_000
+    empty = tmp_path / "empty.h5"
+    import h5py
+
+    with h5py.File(empty, "w") as handle:
+        handle.create_group("tracks")
+    result = CliRunner().invoke(prep_main, ["inspect", str(empty), "--plot", str(png)])
+    assert result.exit_code == 1 and f"{empty}: " in result.output
