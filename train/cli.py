@@ -363,7 +363,8 @@ def _parse_named_checkpoints(values: tuple[str, ...]) -> dict[str, Path]:
     type=click.Path(path_type=Path),
     default=Path("reports"),
     show_default=True,
-    help="Report folder (metrics.json, results.md, figures/).",
+    help="Report folder: metrics.json (the headline), details.json (everything), table1.json "
+    "and gain.json (plot rows), results.md, figures/.",
 )
 @click.option(
     "--segment-seconds",
@@ -397,6 +398,10 @@ def _parse_named_checkpoints(values: tuple[str, ...]) -> dict[str, Path]:
     help="Tracks that get figures.",
 )
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
+@click.option(
+    "--progress/--no-progress", default=True, show_default=True,
+    help="tqdm progress bar, one step per track (stderr).",
+)
 def evaluate_command(
     shards: Path,
     split: str,
@@ -409,6 +414,7 @@ def evaluate_command(
     max_tracks: int | None,
     figure_tracks: int,
     device: str,
+    progress: bool,
 ) -> None:
     """Table 1 (SI-SDR) and Table 2 (note accuracy) on whole tracks of a shard split.
 
@@ -443,11 +449,15 @@ def evaluate_command(
             max_tracks=max_tracks,
             figure_tracks=figure_tracks,
             device=device,
+            progress=progress,
         )
     except (EvaluationError, CheckpointError, ShardError, OSError) as error:
         raise click.ClickException(str(error)) from error
-    click.echo((out / "results.md").read_text())
-    click.echo(f"wrote {out / 'metrics.json'}, {out / 'results.md'}, {out / 'figures'}/")
+    from train.evaluate import DETAILS_FILE, FIGURES_DIR, HEADLINE_FILE, RESULTS_FILE
+
+    click.echo((out / RESULTS_FILE).read_text())
+    click.echo(f"wrote {out / HEADLINE_FILE} (headline), {out / DETAILS_FILE}, "
+               f"{out / RESULTS_FILE}, {out / FIGURES_DIR}/")
 
 
 @main.command("separate", short_help=SHORT_HELP["separate"])
