@@ -474,19 +474,40 @@ def evaluate_command(
     required=True,
     help="Folder for one WAV per instrument.",
 )
-@click.option("--device", default="cpu", show_default=True)
-def separate_command(checkpoint: Path, audio: Path, out: Path, device: str) -> None:
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option(
+    "--model-rate",
+    is_flag=True,
+    help="Write the model's own 16 kHz mono estimates instead of stems at the input's rate "
+    "and channels.",
+)
+@click.option(
+    "--progress/--no-progress", default=True, show_default=True,
+    help="tqdm progress bars for files longer than one model chunk (64 s).",
+)
+def separate_command(
+    checkpoint: Path, audio: Path, out: Path, device: str, model_rate: bool, progress: bool
+) -> None:
     """Separate AUDIO (any format and sample rate libsndfile reads) into instrument WAVs.
+
+    The model separates the 16 kHz mono downmix; each <out>/<instrument>.wav is then written
+    at AUDIO's sample rate and channel count (32-bit float WAV): the instrument's mask, carried
+    to AUDIO's time-frequency grid, applied to every channel, so the stems sum back to AUDIO
+    wherever the masks sum to 1 (above 8 kHz each instrument keeps its 8 kHz mask).
+    --model-rate writes the 16 kHz mono estimates `train evaluate` scores.
 
     \b
     Examples:
       train separate --checkpoint runs/scorecritic/best.pt song.wav --out separated/
+      train separate --checkpoint runs/scorecritic/best.pt song.wav --out separated/ --model-rate
     """
     from train.inference import AudioError, OutputError, separate
     from train.model import CheckpointError
 
     try:
-        paths = separate(checkpoint, audio, out, device=device)
+        paths = separate(
+            checkpoint, audio, out, device=device, model_rate=model_rate, progress=progress
+        )
     except (AudioError, CheckpointError, OutputError, OSError) as error:
         raise click.ClickException(str(error)) from error
     for path in paths:
