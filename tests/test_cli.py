@@ -105,3 +105,25 @@ def test_inspect_plot_takes_the_first_track_by_default(tiny_shards, tmp_path) ->
         handle.create_group("tracks")
     result = CliRunner().invoke(prep_main, ["inspect", str(empty), "--plot", str(png)])
     assert result.exit_code == 1 and f"{empty}: " in result.output
+
+
+@pytest.mark.parametrize("step", ["step1", "step2", "step3", "baseline", "supervised"])
+def test_training_help_shows_the_budget_a_bare_command_runs(step: str) -> None:
+    from train.config import SIZE_PRESETS
+    from train.recipes import default_recipe, resolve
+
+    result = CliRunner().invoke(train_main, [step, "--help"])
+    for preset in SIZE_PRESETS:  # the numbers come from the preset and recipe, never copied
+        train = resolve(default_recipe(step), preset).config.train
+        assert (f"{preset}: {train.max_epochs} epochs x {train.steps_per_epoch} steps x batch "
+                f"{train.batch_size}, {train.num_workers} loader") in " ".join(result.output.split())
+    assert "device auto" in result.output
+
+
+def test_command_list_shows_whole_summaries() -> None:
+    from train.cli import SHORT_HELP
+
+    output = CliRunner().invoke(train_main, ["--help"]).output
+    assert set(SHORT_HELP) == set(train_main.commands)
+    for name, summary in SHORT_HELP.items():
+        assert f"{name}" in output and summary in " ".join(output.split()), name

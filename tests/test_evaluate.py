@@ -24,13 +24,18 @@ from train.config import ModelConfig
 from train.evaluate import (
     MIXTURE_SYSTEM,
     ORACLE_SYSTEM,
+    PAPER_TABLE1,
     SeparationTally,
     discover_checkpoints,
     evaluate,
+    gain_ratios,
+    headline_metrics,
     load_named_models,
     oracle_ratio_masks,
     paper_row,
     parse_named_paths,
+    plot_rows,
+    read_details,
     segment_bounds,
     segment_si_sdr,
     silent_segments,
@@ -243,7 +248,7 @@ def test_evaluate_end_to_end(tmp_path: Path, shard_root: Path) -> None:
     assert entry["n_tracks"] == 2 and entry["n_reference"] == 16
     assert set(trans["step1"]) == {"mixture", "iso tracks"}
 
-    saved = json.loads((out / "metrics.json").read_text())
+    saved = json.loads((out / "details.json").read_text())
     assert saved["n_tracks"] == 2
     report = (out / "results.md").read_text()
     # rows are matched to the paper's by the recorded recipe, never by the run's name
@@ -256,3 +261,48 @@ def test_evaluate_end_to_end(tmp_path: Path, shard_root: Path) -> None:
     assert "Track01876_my-run_spectrograms.png" in figures
     assert "Track01876_step1_rolls.png" in figures
     assert not any(name.startswith("Track01877") for name in figures)
+
+    # The headline (the DVC metric) is a few numbers; the details stay in details.json, which
+    # read_details finds from the folder, the file or its headline sibling.
+    headline = json.loads((out / "metrics.json").read_text())
+    assert set(headline) == {"si_sdr", "note_f1", "fp_rate"}  # no supervised row: no ratio
+    assert headline["si_sdr"]["my-run"] == pytest.approx(sep["systems"]["my-run"]["avg_db"])
+    assert set(headline["note_f1"]) == set(headline["fp_rate"]) == {"step1", "my-run"}
+    assert headline["note_f1"]["step1"] == pytest.approx(trans["step1"]["mixture"]["all"]["f1"])
+    assert sum(len(values) for values in headline.values()) == 4 + 2 + 2
+    assert read_details(out) == read_details(out / "metrics.json") == saved
+    # Table 1 rows for `dvc plots show`: ours beside the paper's, matched by the record
+    table1 = json.loads((out / "table1.json").read_text())
+    assert {"system": "my-run", "instrument": "bass", "source": "paper",
+            "si_sdr_db": 9.07} in table1
+    assert not [r for r in table1 if r["system"] == "step2-cmix" and r["source"] == "paper"]
+    gain = json.loads((out / "gain.json").read_text())  # no supervised row: the paper's only
+    assert {r["source"] for r in gain} == {"paper"} and {r["system"] for r in gain} == {"my-run"}
+
+
+def _details(cells: dict[str, dict[str, float]], rows: dict[str, str]) -> dict:
+    """A hand-made details dict: system -> {bass, guitar, piano, avg} dB."""
+    systems = {s: {"si_sdr_db": {i: c[i] for i in INSTRUMENTS}, "avg_db": c["avg"]}
+               for s, c in cells.items()}
+    return {"instruments": INSTRUMENTS, "paper_rows": rows,
+            "separation": {"systems": systems}, "transcription": {}}
+
+
+def test_headline_gain_ratio_and_plot_rows_against_the_papers_own_figures() -> None:
+    # Our cells set to the paper's: the ratio must be the paper's 0.77 (5.75 vs 8.16 vs -2.34).
+    cells = {MIXTURE_SYSTEM: PAPER_TABLE1[MIXTURE_SYSTEM], "sup": PAPER_TABLE1["supervised"],
+             "mine": PAPER_TABLE1["step3-aml"]}
+    details = _details(cells, {"sup": "supervised", "mine": "step3-aml"})
+    headline = headline_metrics(details)
+    assert set(headline) == {"si_sdr", "gain_ratio"}
+    assert headline["gain_ratio"] == {"mine": pytest.approx((5.75 + 2.34) / (8.16 + 2.34))}
+    assert headline["si_sdr"]["sup"] == 8.16
+    rows = plot_rows(details)
+    gain = {(r["system"], r["instrument"], r["source"]): r["gain_ratio"] for r in rows["gain.json"]}
+    assert gain[("mine", "avg", "ours")] == pytest.approx(gain[("mine", "avg", "paper")])
+    assert gain[("mine", "bass", "paper")] == pytest.approx((9.07 - 1.15) / (11.13 - 1.15))
+    assert ("sup", "avg", "ours") not in gain  # the reference itself gets no ratio
+    table1 = rows["table1.json"]
+    assert len(table1) == 3 * 4 * 2  # three systems, four columns, ours and the paper's
+    assert [r["system"] for r in table1][::8] == ["sup", "mine", MIXTURE_SYSTEM]  # paper order
+    assert gain_ratios(cells, MIXTURE_SYSTEM, None) == {}

@@ -17,10 +17,14 @@ from train.cli import main as train_cli
 from train.config import ModelConfig
 from train.inference import (
     AudioError,
+    input_stft_size,
     load_audio,
+    masks_on_grid,
     roll_to_pretty_midi,
     separate,
     separate_waveform,
+    separation_masks,
+    stems_at_input_rate,
     transcribe,
     transcribe_waveform,
 )
@@ -176,7 +180,7 @@ def checkpoints(tmp_path: Path) -> dict[str, Path]:
 def test_separate_file(tmp_path: Path, checkpoints: dict[str, Path]) -> None:
     song = tmp_path / "song.wav"
     _stereo_sine_wav(song)
-    paths = separate(checkpoints["separator"], song, tmp_path / "out")
+    paths = separate(checkpoints["separator"], song, tmp_path / "out", model_rate=True)
     assert [p.name for p in paths] == ["piano.wav", "guitar.wav", "bass.wav"]
     wave = load_audio(song)
     expected = separate_waveform(Separator.from_checkpoint(checkpoints["separator"]), wave)
@@ -184,6 +188,62 @@ def test_separate_file(tmp_path: Path, checkpoints: dict[str, Path]) -> None:
         data, rate = soundfile.read(str(path), dtype="float32")
         assert rate == SAMPLE_RATE
         np.testing.assert_allclose(data, source, atol=1e-6)
+
+
+def _music(sample_rate: int, seconds: float, seed: int = 0) -> np.ndarray:
+    """A stereo ``[2, n]`` test signal with content above 8 kHz: tones, a chirp and noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    left = 0.3 * np.sin(2 * np.pi * 220 * t) + 0.1 * np.sin(2 * np.pi * (500 + 3000 * t) * t)
+    right = 0.2 * np.sin(2 * np.pi * 110 * t) + 0.05 * np.sin(2 * np.pi * 12_000 * t)
+    noise = 0.02 * rng.standard_normal((2, t.size))
+    return (np.stack([left, right]) + noise).astype(np.float32)
+
+
+def test_stems_at_input_rate_sum_to_the_input_where_the_masks_do() -> None:
+    audio = _music(44100, 1.5)
+    frames = 1 + int(1.5 * SAMPLE_RATE) // 500
+    rng = np.random.default_rng(1)
+    raw = rng.random((3, N_BINS, frames)).astype(np.float32)
+    partition = raw / raw.sum(axis=0, keepdims=True)  # masks that sum to 1 everywhere
+    stems = stems_at_input_rate(partition, audio, 44100)
+    assert stems.shape == (3, *audio.shape) and stems.dtype == np.float32
+    np.testing.assert_allclose(stems.sum(axis=0), audio, atol=1e-5)
+    # masks of the 16 kHz grid carried over: constant masks stay constant, above 8 kHz too
+    n_fft, hop = input_stft_size(44100)
+    on_grid = masks_on_grid(np.full((2, N_BINS, 5), 0.25, np.float32), n_fft, hop, 44100, 9)
+    assert on_grid.shape == (2, n_fft // 2 + 1, 9) and np.allclose(on_grid, 0.25)
+
+
+def test_separate_writes_stems_at_the_input_rate_that_sum_back_to_it(
+    tmp_path: Path, checkpoints: dict[str, Path]
+) -> None:
+    song = tmp_path / "song.wav"
+    audio = _music(44100, 2.0)
+    soundfile.write(str(song), audio.T, 44100, subtype="FLOAT")
+    paths = separate(checkpoints["separator"], song, tmp_path / "out")
+    stems = []
+    for path in paths:
+        data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+        assert rate == 44100 and data.shape == (audio.shape[1], 2)
+        stems.append(data.T)
+    # The stems sum to iSTFT((Σ masks) X): the input, off by at most what the masks' sum
+    # misses 1 by (the STFT is a tight frame, so a gain of at most g moves the energy at most g).
+    separator = Separator.from_checkpoint(checkpoints["separator"])
+    masks = separation_masks(separator, stft(torch.from_numpy(load_audio(song))).abs())
+    n_fft, hop = input_stft_size(44100)
+    frames = 1 + audio.shape[1] // hop
+    mask_error = np.abs(masks_on_grid(masks, n_fft, hop, 44100, frames).sum(axis=0) - 1).max()
+    residual = np.linalg.norm(np.sum(stems, axis=0) - audio)
+    assert residual <= 1.01 * mask_error * np.linalg.norm(audio) + 1e-4
+    # ... and the stems are those masks applied: a mask sum forced to 1 gives the input back
+    partition = masks / np.maximum(masks.sum(axis=0, keepdims=True), 1e-8)
+    np.testing.assert_allclose(stems_at_input_rate(partition, audio, 44100).sum(axis=0), audio,
+                               atol=1e-4)
+    # --model-rate: the 16 kHz mono estimates, as before
+    model_paths = separate(checkpoints["separator"], song, tmp_path / "m", model_rate=True)
+    data, rate = soundfile.read(str(model_paths[0]), dtype="float32", always_2d=True)
+    assert rate == SAMPLE_RATE and data.shape[1] == 1
 
 
 def test_transcribe_file(tmp_path: Path, checkpoints: dict[str, Path]) -> None:

@@ -139,3 +139,18 @@ def test_alternative_parameter_files_have_the_same_keys() -> None:
     for name in ("bench.yaml", "paper.yaml"):
         other = keys(yaml.safe_load((REPO / "params" / name).read_text()))
         assert demo <= other, f"params/{name} lacks {sorted(demo - other)}"
+
+
+def test_only_the_evaluation_headline_is_a_dvc_metric_and_results_are_plotted() -> None:
+    # `dvc metrics show` / `dvc exp show` print every declared metric whole: one small file.
+    pipeline = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    declared = []
+    for stage in pipeline["stages"].values():
+        body = stage.get("do", stage)
+        declared += [next(iter(m)) if isinstance(m, dict) else m for m in body.get("metrics", [])]
+    assert declared == ["reports/metrics.json"]
+    plotted = [next(iter(p)) for p in pipeline["plots"]]
+    assert plotted == ["reports/table1.json", "reports/gain.json"]
+    assert all(p[next(iter(p))]["template"] == "paper_bars" for p in pipeline["plots"])
+    assert (REPO / ".dvc" / "plots" / "paper_bars.json").is_file()
+    assert "/dvc_plots/" in (REPO / ".gitignore").read_text().splitlines()

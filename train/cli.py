@@ -43,7 +43,37 @@ def _recipe_list(step: str) -> str:
         mark = "*" if name == default else " "
         lines.append(f"  {mark} {name}: {recipe.summary}")
     lines += ["", "\b", "`train recipes NAME` prints a recipe's every setting."]
-    return "\n".join(lines)
+    return "\n".join(lines + [""] + _budget_lines(step))
+
+
+def _budget_lines(step: str) -> list[str]:
+    """The help epilog's training budget: what a bare ``train <step> --shards DIR`` runs, per
+    size preset, resolved from the step's default recipe and ``SIZE_PRESETS`` (the one source
+    of these numbers), so the help can never disagree with the run."""
+    from train.config import SIZE_PRESETS
+    from train.recipes import default_recipe, resolve
+
+    recipe = default_recipe(step)
+    lines = ["\b", f"Training budget of a bare `train {step} --shards DIR` (recipe {recipe.name}):"]
+    last = None
+    for preset in SIZE_PRESETS:
+        cfg = resolve(recipe, preset).config
+        t = last = cfg.train
+        mark = "*" if preset == "tiny" else " "
+        workers = "worker" if t.num_workers == 1 else "workers"
+        lines.append(
+            f"  {mark} {preset + ':':6} {t.max_epochs} epochs x {t.steps_per_epoch} steps x batch "
+            f"{t.batch_size}, {t.num_workers} loader {workers}, device {t.device}"
+        )
+    assert last is not None
+    lines += [
+        f"  (early stop after {last.early_stop_patience} epochs without improvement; "
+        f"seed {last.seed})",
+        "  * the default size: --preset, else the --params file's preset, else tiny.",
+        "  Smaller: --set train.max_epochs=4 --set train.steps_per_epoch=25",
+        "  (the demo's budget, in params.yaml).",
+    ]
+    return lines
 
 
 def _training_command(step: str, starts: tuple[str, ...]):
@@ -85,8 +115,18 @@ def _training_command(step: str, starts: tuple[str, ...]):
             metavar="SECTION.KEY=VALUE",
             help="Override one setting, e.g. --set loss.alpha2=0.01 (repeatable).",
         ),
-        click.option("--seed", type=int, default=None, help="Same as --set train.seed=N."),
-        click.option("--device", default=None, help="auto, cpu, cuda or cuda:N."),
+        click.option(
+            "--seed",
+            type=int,
+            default=None,
+            help="Same as --set train.seed=N [the recipe's train.seed, see below].",
+        ),
+        click.option(
+            "--device",
+            default=None,
+            help="auto (CUDA if available, else CPU), cpu, cuda or cuda:N; same as --set "
+            "train.device=... [the recipe's train.device, see below].",
+        ),
     ]
     for network in starts:
         options.append(
@@ -106,9 +146,14 @@ def _training_command(step: str, starts: tuple[str, ...]):
             "(preempted: exit code 75), also within an epoch. The run keeps its settings: "
             f"only {', '.join(RESUME_MAY_CHANGE)} may change; other changes are refused.",
         ),
-        click.option("--progress/--no-progress", default=True, help="tqdm progress bar."),
         click.option(
-            "--print-config", is_flag=True, help="Print the resolved settings and exit."
+            "--progress/--no-progress", default=True, show_default=True,
+            help="tqdm progress bar.",
+        ),
+        click.option(
+            "--print-config",
+            is_flag=True,
+            help="Print the resolved settings (budget included) and exit.",
         ),
     ]
     for option in reversed(options):
@@ -185,6 +230,20 @@ def _run_training(step: str, options: dict) -> None:
         )
 
 
+#: One line per command for `train --help`'s command list (click would cut the summaries at
+#: their first period: "Pishdadian et al.").
+SHORT_HELP = {
+    "step1": "transcriptor on mixtures (eq. 1-4)",
+    "step2": "separator, transcriptor frozen as critic (eq. 5-8)",
+    "step3": "joint adversarial fine-tuning (eq. 9-11)",
+    "baseline": "classifier-critic baseline (Pishdadian et al. 2020)",
+    "supervised": "same separator, L1 to true stem magnitudes",
+    "recipes": "the named systems the steps train, and their every setting",
+    "evaluate": "Table 1 (SI-SDR) and Table 2 (transcription) on a shard split",
+    "separate": "separate any audio file into one WAV per instrument",
+    "transcribe": "transcribe any audio file into a multi-instrument MIDI file",
+}
+
 _STEPS = {
     "step1": (
         "Step 1: train the transcriptor on mixtures with L_TL (eq. 1-4) -> <out>/best.pt.",
@@ -228,14 +287,17 @@ _STEPS = {
 
 for _step, (_summary, _examples, _starts) in _STEPS.items():
     _help = f"{_summary}\n\n\b\nExamples:\n  {_examples}"
-    main.command(_step, help=_help, epilog=_recipe_list(_step))(
+    main.command(_step, help=_help, short_help=SHORT_HELP[_step], epilog=_recipe_list(_step))(
         _training_command(_step, _starts)
     )
 
 
-@main.command("recipes")
+@main.command("recipes", short_help=SHORT_HELP["recipes"])
 @click.argument("name", required=False)
-@click.option("--preset", type=click.Choice(["tiny", "paper"]), default=None, help="Size preset.")
+@click.option(
+    "--preset", type=click.Choice(["tiny", "paper"]), default="tiny", show_default=True,
+    help="Size preset.",
+)
 def recipes_command(name: str | None, preset: str | None) -> None:
     """List the recipes, or print NAME's every setting (as `train <step> --print-config`).
 
@@ -279,7 +341,7 @@ def _parse_named_checkpoints(values: tuple[str, ...]) -> dict[str, Path]:
         raise click.BadParameter(str(exc), param_hint="--checkpoint") from exc
 
 
-@main.command("evaluate")
+@main.command("evaluate", short_help=SHORT_HELP["evaluate"])
 @click.option("--shards", type=click.Path(path_type=Path), required=True, help="Shard root.")
 @click.option("--split", default="test", show_default=True, help="Split to score.")
 @click.option(
@@ -301,7 +363,8 @@ def _parse_named_checkpoints(values: tuple[str, ...]) -> dict[str, Path]:
     type=click.Path(path_type=Path),
     default=Path("reports"),
     show_default=True,
-    help="Report folder (metrics.json, results.md, figures/).",
+    help="Report folder: metrics.json (the headline), details.json (everything), table1.json "
+    "and gain.json (plot rows), results.md, figures/.",
 )
 @click.option(
     "--segment-seconds",
@@ -335,6 +398,10 @@ def _parse_named_checkpoints(values: tuple[str, ...]) -> dict[str, Path]:
     help="Tracks that get figures.",
 )
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
+@click.option(
+    "--progress/--no-progress", default=True, show_default=True,
+    help="tqdm progress bar, one step per track (stderr).",
+)
 def evaluate_command(
     shards: Path,
     split: str,
@@ -347,6 +414,7 @@ def evaluate_command(
     max_tracks: int | None,
     figure_tracks: int,
     device: str,
+    progress: bool,
 ) -> None:
     """Table 1 (SI-SDR) and Table 2 (note accuracy) on whole tracks of a shard split.
 
@@ -381,14 +449,18 @@ def evaluate_command(
             max_tracks=max_tracks,
             figure_tracks=figure_tracks,
             device=device,
+            progress=progress,
         )
     except (EvaluationError, CheckpointError, ShardError, OSError) as error:
         raise click.ClickException(str(error)) from error
-    click.echo((out / "results.md").read_text())
-    click.echo(f"wrote {out / 'metrics.json'}, {out / 'results.md'}, {out / 'figures'}/")
+    from train.evaluate import DETAILS_FILE, FIGURES_DIR, HEADLINE_FILE, RESULTS_FILE
+
+    click.echo((out / RESULTS_FILE).read_text())
+    click.echo(f"wrote {out / HEADLINE_FILE} (headline), {out / DETAILS_FILE}, "
+               f"{out / RESULTS_FILE}, {out / FIGURES_DIR}/")
 
 
-@main.command("separate")
+@main.command("separate", short_help=SHORT_HELP["separate"])
 @click.option(
     "--checkpoint",
     type=click.Path(path_type=Path),
@@ -402,26 +474,47 @@ def evaluate_command(
     required=True,
     help="Folder for one WAV per instrument.",
 )
-@click.option("--device", default="cpu", show_default=True)
-def separate_command(checkpoint: Path, audio: Path, out: Path, device: str) -> None:
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option(
+    "--model-rate",
+    is_flag=True,
+    help="Write the model's own 16 kHz mono estimates instead of stems at the input's rate "
+    "and channels.",
+)
+@click.option(
+    "--progress/--no-progress", default=True, show_default=True,
+    help="tqdm progress bars for files longer than one model chunk (64 s).",
+)
+def separate_command(
+    checkpoint: Path, audio: Path, out: Path, device: str, model_rate: bool, progress: bool
+) -> None:
     """Separate AUDIO (any format and sample rate libsndfile reads) into instrument WAVs.
+
+    The model separates the 16 kHz mono downmix; each <out>/<instrument>.wav is then written
+    at AUDIO's sample rate and channel count (32-bit float WAV): the instrument's mask, carried
+    to AUDIO's time-frequency grid, applied to every channel, so the stems sum back to AUDIO
+    wherever the masks sum to 1 (above 8 kHz each instrument keeps its 8 kHz mask).
+    --model-rate writes the 16 kHz mono estimates `train evaluate` scores.
 
     \b
     Examples:
       train separate --checkpoint runs/scorecritic/best.pt song.wav --out separated/
+      train separate --checkpoint runs/scorecritic/best.pt song.wav --out separated/ --model-rate
     """
     from train.inference import AudioError, OutputError, separate
     from train.model import CheckpointError
 
     try:
-        paths = separate(checkpoint, audio, out, device=device)
+        paths = separate(
+            checkpoint, audio, out, device=device, model_rate=model_rate, progress=progress
+        )
     except (AudioError, CheckpointError, OutputError, OSError) as error:
         raise click.ClickException(str(error)) from error
     for path in paths:
         click.echo(str(path))
 
 
-@main.command("transcribe")
+@main.command("transcribe", short_help=SHORT_HELP["transcribe"])
 @click.option(
     "--checkpoint",
     type=click.Path(path_type=Path),
@@ -437,7 +530,7 @@ def separate_command(checkpoint: Path, audio: Path, out: Path, device: str) -> N
     show_default=True,
     help="Note threshold on the probabilities.",
 )
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 def transcribe_command(
     checkpoint: Path, audio: Path, out: Path, threshold: float, device: str
 ) -> None:

@@ -2,8 +2,18 @@
 
 ``evaluate(shards, split, checkpoints, out)`` reads every track of a shard split
 (``ShardSet.read_track``: ``mix``, ``stems``, ``roll``), runs every separator and transcriptor
-checkpoint on it (chunked, see :mod:`train.inference`) and writes ``out/metrics.json``,
-``out/results.md`` (our numbers beside the paper's) and ``out/figures/*.png``.
+checkpoint on it (chunked, see :mod:`train.inference`) and writes into ``out/``:
+
+* ``metrics.json``: the headline, a few dozen numbers (:func:`headline_metrics`: average SI-SDR
+  per system, its ratio to the supervised gain, Table 2 note F1 and false-positive rate per
+  transcriptor). It is the pipeline's DVC metric, so ``dvc metrics show``, ``dvc metrics diff``
+  and ``dvc exp show`` print it whole and fit a terminal.
+* ``details.json``: everything (per instrument, per track, segment counts, protocol, the
+  checkpoints scored): what :mod:`train.intervals` and ``benchmarks/diagnostics`` read
+  (:func:`read_details`). DVC does not print it.
+* ``table1.json`` and ``gain.json``: Table 1 per system and instrument, and the gain ratio, each
+  beside the paper's, as rows for ``dvc plots show`` (:func:`plot_rows`).
+* ``results.md`` (our numbers beside the paper's) and ``figures/*.png``.
 
 Separation protocol (Table 1):
 
@@ -38,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+from tqdm import tqdm
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
@@ -67,6 +78,16 @@ FIGURE_SECONDS = 12.0
 
 MIXTURE_SYSTEM = "input mixture"
 ORACLE_SYSTEM = "oracle IRM"
+#: The row whose gain over the mixture is 1 in the gain ratio (the paper's upper bound).
+SUPERVISED_ROW = "supervised"
+
+#: The files of a report folder (``train evaluate --out``).
+HEADLINE_FILE = "metrics.json"
+DETAILS_FILE = "details.json"
+TABLE1_PLOT_FILE = "table1.json"
+GAIN_PLOT_FILE = "gain.json"
+RESULTS_FILE = "results.md"
+FIGURES_DIR = "figures"
 
 # Published numbers (Hung et al. 2021, Tables 1 and 2), keyed by the recipes' ``paper_row``
 # (train/recipes.yaml), which every checkpoint records.
@@ -431,6 +452,7 @@ def evaluate(
     max_tracks: int | None = None,
     figure_tracks: int = DEFAULT_FIGURE_TRACKS,
     device: str = "auto",
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Score separators (Table 1) and transcriptors (Table 2) on the whole tracks of a split.
 
@@ -447,9 +469,11 @@ def evaluate(
         max_tracks: score only the first tracks (None: all).
         figure_tracks: number of tracks that get figures.
         device: "auto", "cpu", "cuda", ...
+        progress: a tqdm bar per scored track on stderr.
 
     Returns:
-        The metrics dict also written to ``out/metrics.json``.
+        The full metrics dict, written to ``out/details.json`` (the headline of it to
+        ``out/metrics.json``, see the module docstring).
 
     Raises:
         EvaluationError: a bad setting, an ``out`` that is not a folder, nothing to score, or
@@ -481,7 +505,7 @@ def evaluate(
     try:
         return _evaluate_into(
             out, shards, split, shard_set, systems, models, n_tracks, segment_seconds,
-            silence_db, threshold, chunk_frames, figure_tracks,
+            silence_db, threshold, chunk_frames, figure_tracks, progress,
         )
     except BaseException:
         if created:  # nothing half-written is left to be mistaken for a report
@@ -526,18 +550,21 @@ def _evaluate_into(
     threshold: float,
     chunk_frames: int,
     figure_tracks: int,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Score ``n_tracks`` tracks into ``out`` (:func:`evaluate`, after its checks); the
-    figures first, ``metrics.json`` and ``results.md`` last, each written whole."""
+    figures first, the JSON files and ``results.md`` last, each written whole, the headline
+    ``metrics.json`` the very last (its presence marks a finished report)."""
     instruments = list(shard_set.instruments)
-    figures_dir = out / "figures"
+    figures_dir = out / FIGURES_DIR
     figures_dir.mkdir(parents=True, exist_ok=True)
 
     separation = SeparationTally(instruments)
     transcription = TranscriptionTally(instruments)
     segment_samples = int(round(segment_seconds * SAMPLE_RATE))
     tracks_without_stems: list[str] = []
-    for index in range(n_tracks):
+    for index in tqdm(range(n_tracks), desc=f"evaluate {split}", unit="track",
+                      disable=not progress, dynamic_ncols=True):
         info = shard_set.tracks[index]
         has_stems = bool(info.has_stems)
         fields = ("mix", "stems", "roll") if has_stems else ("mix", "roll")
@@ -581,8 +608,13 @@ def _evaluate_into(
         "transcription": transcription.summary(),
     }
     plot_si_sdr_bars(figures_dir / "si_sdr.png", metrics)
-    atomic_write_text(out / "metrics.json", json.dumps(_json_safe(metrics), indent=2) + "\n")
-    atomic_write_text(out / "results.md", results_markdown(metrics))
+    atomic_write_text(out / DETAILS_FILE, json.dumps(_json_safe(metrics), indent=2) + "\n")
+    for name, rows in plot_rows(metrics).items():
+        atomic_write_text(out / name, json.dumps(_json_safe(rows), indent=1) + "\n")
+    atomic_write_text(out / RESULTS_FILE, results_markdown(metrics))
+    atomic_write_text(
+        out / HEADLINE_FILE, json.dumps(_json_safe(headline_metrics(metrics)), indent=2) + "\n"
+    )
     return metrics
 
 
@@ -795,6 +827,146 @@ def results_markdown(metrics: dict[str, Any]) -> str:
             + ".",
         ]
     return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# Headline, details, plot rows
+# --------------------------------------------------------------------------------------------
+
+
+def _transcriptor_run(system: str) -> str:
+    """``"step3/transcriptor"`` -> ``"step3"``: a headline key per run (only transcriptors
+    have note scores, so the suffix distinguishes nothing there)."""
+    return system.removesuffix("/transcriptor")
+
+
+def gain_ratios(si_sdr: Mapping[str, Mapping[str, float | None]], mixture: str,
+                supervised: str | None) -> dict[str, dict[str, float]]:
+    """The share of the supervised gain each system recovers, per column (instruments, avg):
+    ``(system - mixture) / (supervised - mixture)``, the definition of :mod:`train.intervals`
+    and of the paper's 5.75 vs 8.16 vs -2.34 dB (0.77). ``si_sdr``: system -> column -> dB
+    (``avg`` included). Empty when the mixture or the supervised row is missing; NaN where a
+    cell is missing or the supervised gain is 0. The mixture, supervised and oracle rows get
+    no ratio (0, 1 and a ceiling by construction)."""
+    if mixture not in si_sdr or supervised is None or supervised not in si_sdr:
+        return {}
+    ratios: dict[str, dict[str, float]] = {}
+    for system, cells in si_sdr.items():
+        if system in (mixture, supervised, ORACLE_SYSTEM):
+            continue
+        ratios[system] = {}
+        for column, value in cells.items():
+            base, top = si_sdr[mixture].get(column), si_sdr[supervised].get(column)
+            if value is None or base is None or top is None or top == base:
+                ratios[system][column] = float("nan")
+            else:
+                ratios[system][column] = (value - base) / (top - base)
+    return ratios
+
+
+def _table1_cells(metrics: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """system -> instrument | "avg" -> our SI-SDR (dB), from a details dict."""
+    return {
+        system: {**entry["si_sdr_db"], "avg": entry["avg_db"]}
+        for system, entry in metrics["separation"]["systems"].items()
+    }
+
+
+def _supervised_system(metrics: Mapping[str, Any]) -> str | None:
+    """The scored system that is the supervised reference: the one whose checkpoint records
+    the paper's supervised row (the first by name when several do)."""
+    rows = metrics.get("paper_rows", {})
+    found = sorted(s for s in metrics["separation"]["systems"] if rows.get(s) == SUPERVISED_ROW)
+    return found[0] if found else None
+
+
+def headline_metrics(metrics: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """The few numbers a researcher compares between runs, from a details dict: the pipeline's
+    DVC metric (``out/metrics.json``).
+
+    * ``si_sdr``: per system, the average SI-SDR over instruments (dB; Table 1's Avg column);
+    * ``gain_ratio``: per trained system, its share of the supervised gain over the mixture
+      (:func:`gain_ratios`, avg column);
+    * ``note_f1`` and ``fp_rate``: per transcriptor (keyed by run), note F1 averaged over
+      instruments and the pooled false-positive rate on mixtures (Table 2).
+
+    Per instrument, per track and per segment figures stay in ``details.json``, the plots
+    (``table1.json``, ``gain.json``) and ``results.md``: one value per system and column
+    here would make ``dvc exp show`` hundreds of columns wide.
+    """
+    cells = _table1_cells(metrics)
+    ratios = gain_ratios(cells, MIXTURE_SYSTEM, _supervised_system(metrics))
+    transcription = metrics.get("transcription", {})
+    headline: dict[str, dict[str, float]] = {
+        "si_sdr": {system: row["avg"] for system, row in cells.items()},
+        "gain_ratio": {system: row["avg"] for system, row in ratios.items()},
+        "note_f1": {}, "fp_rate": {},
+    }
+    for system, conditions in transcription.items():
+        if "mixture" in conditions:
+            run = _transcriptor_run(system)
+            headline["note_f1"][run] = conditions["mixture"]["all"]["f1"]
+            headline["fp_rate"][run] = conditions["mixture"]["all"]["fp_rate"]
+    return {key: value for key, value in headline.items() if value}
+
+
+def plot_rows(metrics: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Rows for ``dvc plots show``: ``table1.json`` (SI-SDR per system and instrument, ours and
+    the paper's) and ``gain.json`` (the gain ratio likewise), keyed by file name.
+
+    Each row is ``{"system", "instrument", "source": "ours" | "paper", <value>}``; the paper's
+    rows come from :data:`PAPER_TABLE1` through the row each checkpoint records, the paper's
+    gain ratio from its Table 1 cells by the same definition (:func:`gain_ratios`).
+    """
+    rows_by_system = metrics.get("paper_rows", {})
+    columns = [*column_order(metrics["instruments"]), "avg"]
+    ours = _table1_cells(metrics)
+    order = _system_order(ours, list(PAPER_TABLE1_LABELS), rows_by_system)
+    paper = {s: PAPER_TABLE1[k] for s in order if (k := paper_row(s, rows_by_system) or "")
+             in PAPER_TABLE1}
+    ratios = {"ours": gain_ratios(ours, MIXTURE_SYSTEM, _supervised_system(metrics)),
+              "paper": gain_ratios({**paper, SUPERVISED_ROW: PAPER_TABLE1[SUPERVISED_ROW],
+                                    MIXTURE_SYSTEM: PAPER_TABLE1[MIXTURE_SYSTEM]},
+                                   MIXTURE_SYSTEM, SUPERVISED_ROW)}
+    table1: list[dict[str, Any]] = []
+    gain: list[dict[str, Any]] = []
+    for system in order:
+        for column in columns:
+            for source, cells in (("ours", ours), ("paper", paper)):
+                value = cells.get(system, {}).get(column)
+                if value is not None and not math.isnan(value):
+                    table1.append({"system": system, "instrument": column, "source": source,
+                                   "si_sdr_db": value})
+                ratio = ratios[source].get(system, {}).get(column)
+                if ratio is not None and not math.isnan(ratio):
+                    gain.append({"system": system, "instrument": column, "source": source,
+                                 "gain_ratio": ratio})
+    return {TABLE1_PLOT_FILE: table1, GAIN_PLOT_FILE: gain}
+
+
+def read_details(path: str | Path) -> dict[str, Any]:
+    """The full evaluation dict from a report folder, its ``details.json``, or its
+    ``metrics.json`` (whose sibling ``details.json`` is read; a ``metrics.json`` written before
+    the headline split, such as those under ``reports/bench/evals/``, is the full dict itself).
+
+    Raises:
+        EvaluationError: no details there (naming the path).
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / DETAILS_FILE
+    if not path.is_file():
+        raise EvaluationError(f"{path}: no such evaluation file")
+    data = json.loads(path.read_text())
+    if "separation" in data:
+        return data
+    sibling = path.with_name(DETAILS_FILE)
+    if sibling != path and sibling.is_file():
+        return json.loads(sibling.read_text())
+    raise EvaluationError(
+        f"{path}: a headline metrics file without a {DETAILS_FILE} beside it; the per-track "
+        f"figures are in the report folder's {DETAILS_FILE}"
+    )
 
 
 # --------------------------------------------------------------------------------------------

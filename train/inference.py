@@ -27,9 +27,10 @@ import pretty_midi
 import resampy
 import soundfile
 import torch
+from tqdm import tqdm
 
 from prep.atomic import atomic_write
-from prep.features import SAMPLE_RATE, istft, stft
+from prep.features import HOP_LENGTH, N_BINS, N_FFT, SAMPLE_RATE, istft, stft
 from train.metrics import roll_to_notes
 from train.model import CheckpointError, ScoreCriticModel, load_model
 from train.model import load_checkpoint as read_checkpoint
@@ -57,14 +58,12 @@ class AudioError(ValueError):
 # --------------------------------------------------------------------------------------------
 
 
-def load_audio(path: str | Path) -> np.ndarray:
-    """Read any file libsndfile reads as 16 kHz mono float32 ``[n]``.
-
-    Multichannel audio is downmixed by averaging the channels; other sample rates are resampled
-    with resampy (its default Kaiser "best" filter).
+def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
+    """Read any file libsndfile reads as it is: float32 ``[channels, n]`` and its sample rate.
 
     Raises:
-        AudioError: the file does not exist, is not audio libsndfile can read, or has no samples.
+        AudioError: the file does not exist, is not audio libsndfile can read, has no samples,
+            or holds NaN or infinite samples.
     """
     path = Path(path)
     if not path.is_file():
@@ -75,12 +74,31 @@ def load_audio(path: str | Path) -> np.ndarray:
         raise AudioError(f"{path}: not a readable audio file ({error})") from error
     if data.shape[0] == 0:
         raise AudioError(f"{path}: the audio file contains no samples")
-    mono = data.mean(axis=1)
-    if not np.all(np.isfinite(mono)):
+    if not np.all(np.isfinite(data)):
         raise AudioError(f"{path}: the audio contains NaN or infinite samples")
+    return np.ascontiguousarray(data.T), int(sample_rate)
+
+
+def to_model_rate(audio: np.ndarray, sample_rate: int) -> np.ndarray:
+    """``[channels, n]`` at ``sample_rate`` -> 16 kHz mono float32 ``[n']``, what the models take.
+
+    Channels are averaged; other sample rates are resampled with resampy (its default Kaiser
+    "best" filter).
+    """
+    mono = np.asarray(audio, dtype=np.float32).mean(axis=0)
     if sample_rate != SAMPLE_RATE:
         mono = resampy.resample(mono, sample_rate, SAMPLE_RATE, axis=-1)
     return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def load_audio(path: str | Path) -> np.ndarray:
+    """Read any file libsndfile reads as 16 kHz mono float32 ``[n]`` (:func:`read_audio`, then
+    :func:`to_model_rate`).
+
+    Raises:
+        AudioError: the file does not exist, is not audio libsndfile can read, or has no samples.
+    """
+    return to_model_rate(*read_audio(path))
 
 
 # --------------------------------------------------------------------------------------------
@@ -116,6 +134,7 @@ def apply_chunked(
     chunk_frames: int,
     overlap_frames: int,
     device: torch.device | str = "cpu",
+    progress: bool = False,
 ) -> np.ndarray:
     """Run a frame-wise model on ``magnitude [N_BINS, T]`` chunk by chunk.
 
@@ -125,6 +144,7 @@ def apply_chunked(
         chunk_frames: centre frames per chunk (> 0).
         overlap_frames: context frames on each side of a chunk (>= 0), clipped at the track ends.
         device: where the model runs; results come back to the CPU.
+        progress: a tqdm bar over the chunks (stderr), shown only when there are several.
 
     Returns:
         float32 array ``[..., T]``: the model's output for every frame.
@@ -135,7 +155,9 @@ def apply_chunked(
         raise ValueError(f"overlap_frames must be >= 0, got {overlap_frames}")
     total = magnitude.shape[-1]
     output: np.ndarray | None = None
-    for start in range(0, total, chunk_frames):
+    starts = range(0, total, chunk_frames)
+    for start in tqdm(starts, desc="model", unit="chunk", disable=not progress or len(starts) < 2,
+                      dynamic_ncols=True):
         stop = min(start + chunk_frames, total)
         low, high = max(0, start - overlap_frames), min(total, stop + overlap_frames)
         chunk = magnitude[None, :, low:high].to(device=device, dtype=torch.float32)
@@ -167,11 +189,14 @@ def separation_masks(
     magnitude: torch.Tensor,
     chunk_frames: int = DEFAULT_CHUNK_FRAMES,
     overlap_frames: int | None = None,
+    progress: bool = False,
 ) -> np.ndarray:
     """The separator's masks M ``[I, N_BINS, T]`` for a magnitude spectrogram X ``[N_BINS, T]``."""
     overlap = context_frames(separator) if overlap_frames is None else overlap_frames
     separator.eval()
-    return apply_chunked(separator, magnitude, chunk_frames, overlap, _model_device(separator))
+    return apply_chunked(
+        separator, magnitude, chunk_frames, overlap, _model_device(separator), progress
+    )
 
 
 def transcription_probabilities(
@@ -230,6 +255,72 @@ def transcribe_waveform(
     with torch.no_grad():
         magnitude = stft(_wave_tensor(wave)).abs()
     return transcription_probabilities(transcriptor, magnitude, chunk_frames, overlap_frames)
+
+
+# --------------------------------------------------------------------------------------------
+# Stems at the input's sample rate and channels
+# --------------------------------------------------------------------------------------------
+
+
+def input_stft_size(sample_rate: int) -> tuple[int, int]:
+    """``(n_fft, hop)`` of the input-rate STFT: the models' window length in seconds
+    (``N_FFT`` samples at 16 kHz, 128 ms; an even count), hop a quarter of it (a Hann window at
+    75 % overlap reconstructs exactly)."""
+    n_fft = 2 * max(1, round(N_FFT * sample_rate / SAMPLE_RATE / 2))
+    return n_fft, n_fft // 4
+
+
+def masks_on_grid(masks: np.ndarray, n_fft: int, hop: int, sample_rate: int,
+                  n_frames: int) -> np.ndarray:
+    """The model's masks ``[I, N_BINS, T]`` (16 kHz grid: bins of 16000 / N_FFT Hz, frames every
+    HOP_LENGTH / 16000 s) on another STFT grid, ``[I, n_fft // 2 + 1, n_frames]``, by linear
+    interpolation in frequency and time. Above 8 kHz, where the model sees nothing, each
+    instrument keeps the mask of the highest band it was given (its 8 kHz bin)."""
+    masks = np.asarray(masks, dtype=np.float32)
+    freqs = np.arange(n_fft // 2 + 1) * (sample_rate / n_fft)
+    model_bins = np.minimum(freqs / (SAMPLE_RATE / N_FFT), N_BINS - 1)
+    times = np.arange(n_frames) * (hop / sample_rate)
+    model_frames = np.minimum(times * (SAMPLE_RATE / HOP_LENGTH), masks.shape[-1] - 1)
+
+    def interp(array: np.ndarray, position: np.ndarray, axis: int) -> np.ndarray:
+        low = np.floor(position).astype(np.int64)
+        high = np.minimum(low + 1, array.shape[axis] - 1)
+        weight = (position - low).astype(np.float32)
+        shape = [1] * array.ndim
+        shape[axis] = -1
+        weight = weight.reshape(shape)
+        return (np.take(array, low, axis=axis) * (1 - weight)
+                + np.take(array, high, axis=axis) * weight)
+
+    return interp(interp(masks, model_bins, axis=1), model_frames, axis=2).astype(np.float32)
+
+
+def stems_at_input_rate(masks: np.ndarray, audio: np.ndarray, sample_rate: int,
+                        progress: bool = False) -> np.ndarray:
+    """Stems ``[I, channels, n]`` of ``audio [channels, n]`` at its own rate and channels:
+    each channel's STFT (:func:`input_stft_size`) times each instrument's mask on that grid
+    (:func:`masks_on_grid`), inverted with the input's phase.
+
+    The STFT reconstructs exactly, so the stems sum to ``iSTFT((Σ_i M_i) ⊙ X)``: the input
+    itself wherever the masks sum to 1, and otherwise off by exactly what the masks leave out
+    or add (the separator's masks are per-instrument sigmoids, not a partition), the same
+    deviation its 16 kHz estimates have from the 16 kHz mixture.
+    """
+    audio_t = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
+    n_fft, hop = input_stft_size(sample_rate)
+    window = torch.hann_window(n_fft)
+    with torch.no_grad():
+        spec = torch.stft(audio_t, n_fft, hop, window=window, center=True, pad_mode="constant",
+                          return_complex=True)
+    on_grid = masks_on_grid(masks, n_fft, hop, sample_rate, spec.shape[-1])
+    stems = np.empty((on_grid.shape[0], *audio.shape), dtype=np.float32)
+    for i in tqdm(range(on_grid.shape[0]), desc="stems", unit="stem", disable=not progress,
+                  dynamic_ncols=True):
+        with torch.no_grad():
+            masked = spec * torch.from_numpy(on_grid[i])[None]
+            stems[i] = torch.istft(masked, n_fft, hop, window=window, center=True,
+                                   length=audio.shape[-1]).numpy()
+    return stems
 
 
 # --------------------------------------------------------------------------------------------
@@ -325,23 +416,42 @@ def separate(
     out_dir: str | Path,
     chunk_frames: int = DEFAULT_CHUNK_FRAMES,
     device: str | torch.device = "cpu",
+    model_rate: bool = False,
+    progress: bool = False,
 ) -> list[Path]:
     """Separate an audio file with a separator checkpoint into ``out_dir/<instrument>.wav``.
 
-    The WAVs are 16 kHz mono 32-bit float (no clipping of loud estimates).
+    The model separates the 16 kHz mono downmix (:func:`load_audio`). By default each stem is
+    then written at the input's sample rate and channel count: the instrument's mask, carried
+    to the input's STFT grid, applied to every input channel (:func:`stems_at_input_rate`), so
+    the stems sum back to the input wherever the masks sum to 1. With ``model_rate`` the stems
+    are the model's own 16 kHz mono estimates (what ``train evaluate`` scores). WAVs are 32-bit
+    float (no clipping of loud estimates). ``progress``: tqdm bars for long files (more than
+    one chunk of ``chunk_frames`` frames).
     """
     out_dir = Path(out_dir)
     check_output(out_dir, folder=True)
     separator, instruments = load_model_and_instruments(checkpoint, "separator", device)
-    wave = load_audio(audio_path)
-    sources = separate_waveform(separator, wave, chunk_frames)
+    audio, sample_rate = read_audio(audio_path)
+    wave = to_model_rate(audio, sample_rate)
+    wave_t = _wave_tensor(wave)
+    with torch.no_grad():
+        mixture_spec = stft(wave_t)
+    masks = separation_masks(separator, mixture_spec.abs(), chunk_frames, progress=progress)
+    if model_rate or (sample_rate == SAMPLE_RATE and audio.shape[0] == 1):
+        sources = masks_to_waveforms(masks, mixture_spec, len(wave))[:, None]  # [I, 1, n]
+        rate = SAMPLE_RATE
+    else:
+        long = mixture_spec.shape[-1] > chunk_frames
+        sources = stems_at_input_rate(masks, audio, sample_rate, progress and long)
+        rate = sample_rate
     written = []
     for name, source in zip(instruments, sources, strict=True):
         path = out_dir / f"{name}.wav"
         atomic_write(
             path,
             lambda f, source=source: soundfile.write(
-                f, source, SAMPLE_RATE, subtype="FLOAT", format="WAV"
+                f, source.T, rate, subtype="FLOAT", format="WAV"
             ),
         )
         written.append(path)
@@ -376,8 +486,13 @@ __all__ = [
     "apply_chunked",
     "context_frames",
     "gm_program",
+    "input_stft_size",
     "load_audio",
     "load_model_and_instruments",
+    "masks_on_grid",
+    "read_audio",
+    "stems_at_input_rate",
+    "to_model_rate",
     "masks_to_waveforms",
     "roll_to_pretty_midi",
     "separate",

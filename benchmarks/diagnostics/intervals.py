@@ -5,13 +5,16 @@ gain ratio (:mod:`train.intervals`).
 Usage::
 
     python -m benchmarks.diagnostics.intervals --reference supervised \
-        seed0/metrics.json seed1/metrics.json seed2/metrics.json
+        seed0/details.json seed1/details.json seed2/details.json
+
+Each argument is a report folder, its ``details.json``, or a ``metrics.json`` (its sibling
+``details.json`` is read; older full ``metrics.json`` files are read as they are):
+:func:`train.evaluate.read_details`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from benchmarks.common import description
@@ -19,17 +22,18 @@ from benchmarks.common import description
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=description(__doc__))
-    parser.add_argument("metrics", nargs="+", type=Path, help="metrics.json, one per seed")
+    parser.add_argument("metrics", nargs="+", type=Path, help="details.json (or report folder), one per seed")
     parser.add_argument("--reference", required=True, help="the supervised reference's system")
     parser.add_argument("--mixture", default="input mixture", help="the gain's zero")
     parser.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples")
     parser.add_argument("--seed", type=int, default=0, help="the resampler's seed")
     args = parser.parse_args()
+    from train.evaluate import read_details
     from train.intervals import TrackScores, bootstrap_table, markdown
 
     rows: dict[str, list[TrackScores]] = {}
     for path in args.metrics:
-        metrics = json.loads(path.read_text())
+        metrics = read_details(path)
         for system in metrics["separation"]["systems"]:
             scores = TrackScores.from_metrics(metrics, system)
             deterministic = system in (args.mixture, "oracle IRM")

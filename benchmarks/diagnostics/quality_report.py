@@ -1,4 +1,4 @@
-"""Headline figures of the quality benchmark (issue 9) from a ``train evaluate`` metrics.json.
+"""Headline figures of the quality benchmark (issue 9) from a ``train evaluate`` details.json.
 
 Runs of the same system under several seeds are named ``<system>`` (seed 0) and
 ``<system>-seed<k>``; they are pooled here into a mean and a spread (min..max over seeds).
@@ -10,8 +10,10 @@ Prints, as markdown:
 3. the paper's orderings, each checked on the seed means;
 4. Table 2 (note F1 and false-positive rate) for the transcriptors.
 
-Several metrics files (evaluations of the same split in parts) are merged: each system is taken
-from the first file that has it.
+Several files (evaluations of the same split in parts) are merged: each system is taken from the
+first file that has it. Each is a report folder, its ``details.json``, or a ``metrics.json`` (its
+sibling ``details.json`` is read; older full ``metrics.json`` files are read as they are):
+:func:`train.evaluate.read_details`.
 
 Usage:
     python -m benchmarks.diagnostics.quality_report reports/bench/metrics.json [more metrics.json ...]
@@ -20,7 +22,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from collections import defaultdict
@@ -59,7 +60,9 @@ def fmt(values: list[float]) -> str:
 
 def merged(paths: list[Path]) -> dict:
     """One metrics dict from evaluations of the same shards and split; first file wins."""
-    parts = [json.loads(path.read_text()) for path in paths]
+    from train.evaluate import read_details
+
+    parts = [read_details(path) for path in paths]
     metrics = parts[0]
     for path, part in zip(paths[1:], parts[1:], strict=True):
         for key in ("shards", "split", "n_tracks", "protocol"):
