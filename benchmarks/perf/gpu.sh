@@ -11,7 +11,8 @@
 #   1. paper-w6: all systems, bf16 autocast, 6 loader workers (params/paper.yaml)
 #   2. paper-w2, paper-w12: step1 and step3 with 2 and 12 workers (is the GPU waiting for data?)
 #   3. paper-w6-fp32: steps 1-3 without autocast
-#   4. paper-w6-b64: step1 and step3 at batch 64
+#   4. paper-w6-b32, paper-w6-b64: step1 and step3 at batch 32 (the batch recommended for a GPU,
+#      reports/bench/findings/35-batch-size-and-lr-rule.md) and 64; the lr follows by the sqrt rule
 # then the GPU utilisation of each pass (benchmarks.perf.gpu_util: util.json) and the FLOPs per
 # window of each system with the achieved TFLOP/s and share of the bf16 peak
 # (benchmarks.perf.step_flops: flops.json).
@@ -56,6 +57,7 @@ for workers in 2 12; do
     bench "paper-w$workers" --workers "$workers" --systems step1,step3
 done
 bench paper-w6-fp32 --workers 6 --fp32 --systems step1,step2,step3
+bench paper-w6-b32 --workers 6 --batch-size 32 --systems step1,step3
 bench paper-w6-b64 --workers 6 --batch-size 64 --systems step1,step3
 echo "done $(date +%T)" | tee -a "$LOG"
 # GPU utilisation per pass, and FLOPs per window (counted on CPU) -> TFLOP/s, share of bf16 peak
