@@ -204,9 +204,15 @@ def test_evaluate_end_to_end(tmp_path: Path, shard_root: Path) -> None:
     assert set(discover_checkpoints(runs)) == {"step1", "my-run", "my-run/transcriptor",
                                                "step2-cmix"}
 
+    # my-run as the trainer leaves it: 4 epochs of 25 steps of 8 windows; step2-cmix has no run
+    (runs / "my-run" / "config.json").write_text(json.dumps(
+        {"config": {"train": {"batch_size": 8, "steps_per_epoch": 25}}, "world_size": 1}))
+    (runs / "my-run" / "metrics.json").write_text(json.dumps({"history": [{}] * 4}))
+
     out = tmp_path / "reports"
     metrics = evaluate(shard_root, "test", {}, out, runs=runs, figure_tracks=1, device="cpu")
 
+    assert metrics["training_windows"] == {"my-run": 800}
     sep = metrics["separation"]
     assert set(sep["systems"]) == {MIXTURE_SYSTEM, ORACLE_SYSTEM, "my-run", "step2-cmix"}
     # Guitar is silent after 3.5 s: of the 2 + 2 four-second segments, 2 are skipped.
@@ -256,6 +262,9 @@ def test_evaluate_end_to_end(tmp_path: Path, shard_root: Path) -> None:
     assert "| step2-cmix |" in report and "7.48" not in report
     assert saved["recipes"]["my-run"] == "step3-aml" and saved["paper_rows"]["step2-cmix"] == ""
     assert "oracle ideal ratio mask" in report and "0.86" in report
+    scale = next(line for line in report.splitlines() if line.startswith("Training scale:"))
+    assert "my-run 800." in scale and "4,800,000 per step" in scale
+    assert "not what the method reaches" in scale and "reports/bench/README.md" in scale
     figures = sorted(p.name for p in (out / "figures").iterdir())
     assert "si_sdr.png" in figures
     assert "Track01876_my-run_spectrograms.png" in figures

@@ -170,6 +170,27 @@ def load_named_models(
     return {name: load_model(path, expected_kind=expected_kind) for name, path in named.items()}
 
 
+# Windows in the paper preset's schedule per step (300 epochs x 1000 steps x batch 16), and the
+# scale below which the results page says a run shows the pipeline, not the method.
+PAPER_SCHEDULE_WINDOWS = 300 * 1000 * 16
+DEMO_SCALE_WINDOWS = 50_000
+
+
+def training_windows(checkpoint: Path) -> int | None:
+    """Windows a checkpoint's run trained on: global batch x steps per epoch x epochs run, from
+    the ``config.json`` and ``metrics.json`` beside it; None when they are not there (a
+    checkpoint outside a run folder, or a run that has not finished)."""
+    run = Path(checkpoint).parent
+    try:
+        config = json.loads((run / "config.json").read_text())
+        history = json.loads((run / "metrics.json").read_text())["history"]
+        train = config["config"]["train"]
+        return (int(train["batch_size"]) * int(config.get("world_size", 1))
+                * int(train["steps_per_epoch"]) * len(history))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def discover_checkpoints(runs: Path) -> dict[str, Path]:
     """Checkpoints in a runs folder: ``runs/<name>/best.pt`` as ``<name>`` and
     ``runs/<name>/transcriptor.pt`` (step-3 runs) as ``<name>/transcriptor``."""
@@ -595,6 +616,9 @@ def _evaluate_into(
         "ignored_checkpoints": models.ignored,
         "recipes": models.recipes,
         "paper_rows": models.paper_rows,
+        "training_windows": {name: n for name, path in systems.items()
+                             if name in models.separators
+                             and (n := training_windows(path)) is not None},
         "tracks_without_stems": tracks_without_stems,
         "protocol": {
             "segment_seconds": segment_seconds,
@@ -733,6 +757,23 @@ def _system_order(
     return sorted(names, key=sort_key)
 
 
+def _scale_lines(windows: Mapping[str, int]) -> list[str]:
+    """The results page's training-scale paragraph: windows each separator trained on, against
+    the paper's schedule, and what a small scale can and cannot show."""
+    if not windows:
+        return []
+    runs = ", ".join(f"{name} {n:,}" for name, n in sorted(windows.items()))
+    lines = [f"Training scale: windows each separator trained on (its own step; batch x steps "
+             f"x epochs): {runs}. The paper preset's schedule allows up to "
+             f"{PAPER_SCHEDULE_WINDOWS:,} per step."]
+    if max(windows.values()) < DEMO_SCALE_WINDOWS:
+        lines.append("At this scale the results show that the pipeline runs end to end, not "
+                     "what the method reaches: the transcriptor that critiques the separators "
+                     "has barely learnt. The bench results (reports/bench/README.md) train for "
+                     "hours.")
+    return [" ".join(lines), ""]
+
+
 def results_markdown(metrics: dict[str, Any]) -> str:
     """``results.md``: Table 1 and Table 2 in the paper's layout, published numbers beside ours."""
     instruments = column_order(metrics["instruments"])
@@ -744,6 +785,7 @@ def results_markdown(metrics: dict[str, Any]) -> str:
         f"Shards `{metrics['shards']}`, split `{metrics['split']}`, {metrics['n_tracks']} tracks. "
         "Paper columns: Hung, Wichern & Le Roux (ICASSP 2021), Slakh2100-split2.",
         "",
+        *_scale_lines(metrics.get("training_windows") or {}),
         "## Table 1: separation, SI-SDR (dB)",
         "",
         f"Zero-mean SI-SDR on non-overlapping {protocol['segment_seconds']:g}-s segments of whole "
