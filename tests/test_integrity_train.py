@@ -155,6 +155,26 @@ def test_the_projects_params_files_pass_the_check() -> None:
                                        "weight_average", "critic_lr")}, path
 
 
+def test_params_files_name_every_knob_dvc_may_set_and_null_keeps_the_recipes() -> None:
+    """``dvc exp run -S loss.alpha2=3`` needs the key in params.yaml: the loss and extension
+    sections list every field, null keeping each recipe's own value."""
+    from train.config import RunConfig
+    from train.recipes import get_recipe, resolve
+
+    fields = RunConfig().to_dict()
+    for path in [ROOT / "params.yaml", *sorted((ROOT / "params").glob("*.yaml"))]:
+        data = read_params(path)
+        for section in ("loss", "aml_positives", "anchor", "owned_remix", "weight_average",
+                        "critic_lr"):
+            assert set(data[section]) == set(fields[section]), (path, section)
+    nulls = {"loss": dict.fromkeys(fields["loss"]), "anchor": {"weight": None}}
+    for name in ("step3-aml", "scorecritic"):
+        recipe = get_recipe(name)
+        assert resolve(recipe, "tiny", nulls).config == resolve(recipe, "tiny", {}).config
+    set_one = resolve(get_recipe("scorecritic"), "tiny", {"loss": {**nulls["loss"], "alpha2": 3}})
+    assert set_one.config.loss.alpha2 == 3
+
+
 def test_set_with_a_misspelt_section_is_refused(shards, params, tmp_path) -> None:
     result = invoke(train_args("step1", shards, tmp_path / "run", params, "--set",
                                "los.alpha2=1"))

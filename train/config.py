@@ -415,6 +415,10 @@ class RunConfig:
     def override(self, changes: Mapping[str, Any], where: str = "") -> RunConfig:
         """A copy with ``{section: {key: value}}`` applied; unknown sections or keys are refused.
 
+        A ``None`` value (``null`` in a params file) changes nothing: params files list a
+        section's keys as ``null`` (each recipe keeps its own value) so that DVC can set one,
+        ``dvc exp run -S loss.alpha2=3``, which needs the key to exist.
+
         Args:
             changes: sections to change, each a mapping of field names to values.
             where: what the changes come from (a file, ``--set``), for error messages.
@@ -437,7 +441,8 @@ class RunConfig:
                 raise ConfigError(f"{prefix}section {name!r} must be a mapping, got {values!r}")
             current = getattr(self, name)
             try:
-                updated[name] = from_dict(type(current), {**to_dict(current), **values})
+                set_values = {key: value for key, value in values.items() if value is not None}
+                updated[name] = from_dict(type(current), {**to_dict(current), **set_values})
             except ConfigError as err:
                 raise ConfigError(f"{prefix}{err}") from None
         return dataclasses.replace(self, **updated)
