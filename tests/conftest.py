@@ -16,6 +16,18 @@ def tiny_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
                                   seconds=5.0)
 
 
+@pytest.fixture(scope="module")
+def shards(tiny_shards: Path) -> Path:
+    """The shards a module's runs train on: ``tiny_shards`` unless the module defines its own."""
+    return tiny_shards
+
+
+@pytest.fixture(scope="module")
+def params(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The test module's ``PARAMS`` text as a ``params.yaml`` (its tiny nets and budgets)."""
+    return params_file(tmp_path_factory, request.module.PARAMS)
+
+
 def params_file(tmp_path_factory: pytest.TempPathFactory, text: str) -> Path:
     """A ``params.yaml`` holding ``text``, in a fresh folder."""
     path = tmp_path_factory.mktemp("params") / "params.yaml"

@@ -17,7 +17,6 @@ import pytest
 import soundfile as sf
 import torch
 from click.testing import CliRunner, Result
-from conftest import params_file
 from test_data import write_synthetic_shards
 
 import train.evaluate as E
@@ -34,16 +33,6 @@ model: {bottleneck_channels: 16, hidden_channels: 32, blocks_per_repeat: 4, repe
 train: {val_windows: 2, num_workers: 0, device: cpu, batch_size: 2, window_frames: 32,
         max_epochs: 1, steps_per_epoch: 1}
 """
-
-
-@pytest.fixture(scope="module")
-def shards(tiny_shards: Path) -> Path:
-    return tiny_shards
-
-
-@pytest.fixture(scope="module")
-def params(tmp_path_factory) -> Path:
-    return params_file(tmp_path_factory, PARAMS)
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,6 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import params_file
 from test_data import write_synthetic_shards
 
 from prep.faults import ENV_VAR, parse_fault_signals, parse_faults
@@ -44,16 +43,6 @@ model: {bottleneck_channels: 16, hidden_channels: 32, blocks_per_repeat: 4, repe
 train: {val_windows: 2, num_workers: 0, device: cpu, batch_size: 2, window_frames: 32}
 """
 TIMING = {"windows_per_s", "data_wait_fraction"}  # measured, not computed: may differ
-
-
-@pytest.fixture(scope="module")
-def shards(tiny_shards: Path) -> Path:
-    return tiny_shards
-
-
-@pytest.fixture(scope="module")
-def params(tmp_path_factory) -> Path:
-    return params_file(tmp_path_factory, PARAMS)
 
 
 @pytest.fixture(autouse=True)

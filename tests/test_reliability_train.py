@@ -23,7 +23,6 @@ import pytest
 import soundfile as sf
 import torch
 from click.testing import CliRunner
-from conftest import params_file
 from test_trainer import MODEL, run_recipe
 
 import prep.shards as S
@@ -36,20 +35,10 @@ BIN = Path(sys.executable).parent
 STEPS, EPOCHS = 3, 2
 # Smaller than tests/test_trainer.py's PARAMS (2-s windows there): every killed run is a fresh
 # process, so each one must be quick.
-KILL_PARAMS = """\
+PARAMS = """\
 model: {bottleneck_channels: 16, hidden_channels: 32, blocks_per_repeat: 4, repeats: 1}
 train: {val_windows: 2, num_workers: 0, device: cpu, batch_size: 2, window_frames: 32}
 """
-
-
-@pytest.fixture(scope="module")
-def shards(tiny_shards: Path) -> Path:
-    return tiny_shards
-
-
-@pytest.fixture(scope="module")
-def params(tmp_path_factory) -> Path:
-    return params_file(tmp_path_factory, KILL_PARAMS)
 
 
 def train_args(step: str, shards: Path, out: Path, params: Path, *extra: str) -> list[str]:
