@@ -1,0 +1,161 @@
+"""Unaligned scores (``prep synth-slakh --unaligned-scores``, prep/unaligned.py) and their
+alignment (``prep align``, prep/align.py) on a tiny rendered corpus.
+
+The warp is checked against the files themselves (score onsets read back with pretty_midi),
+the alignment against that warp, and the aligned corpus by building shards from it.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pretty_midi
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from prep import cli
+from prep.build import build_shards
+from prep.cli import main
+from prep.synth import synth_slakh
+from prep.unaligned import SCORE_KEY, read_warp, score_to_performance
+
+pytest.importorskip("synctoolbox")
+
+from prep.align import DEFAULT_MAX_COST, SUMMARY_FILE, align_corpus  # noqa: E402
+
+TRACKS, SECONDS, SEED = 3, 8.0, 0
+
+
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def starts(path: Path) -> list[tuple[int, int, float]]:
+    """(instrument index, pitch, start) of every note, sorted."""
+    midi = pretty_midi.PrettyMIDI(str(path))
+    return sorted((i, n.pitch, n.start) for i, inst in enumerate(midi.instruments)
+                  for n in inst.notes)
+
+
+@pytest.fixture(scope="module")
+def unaligned(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("unaligned") / "corpus"
+    synth_slakh(out, TRACKS, SECONDS, SEED, workers=2, progress=False, unaligned_scores=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def aligned(unaligned: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("aligned") / "corpus"
+    return out, align_corpus(unaligned, out, progress=False, log=lambda line: None)
+
+
+def test_unaligned_scores_are_deterministic_and_leave_slakh_files_alone(
+        unaligned: Path, tmp_path: Path) -> None:
+    again = tmp_path / "again"
+    synth_slakh(again, TRACKS, SECONDS, SEED, workers=1, progress=False, unaligned_scores=True)
+    assert tree_bytes(again) == tree_bytes(unaligned)
+    plain = tmp_path / "plain"
+    synth_slakh(plain, TRACKS, SECONDS, SEED, workers=2, progress=False)
+    with_scores, without = tree_bytes(unaligned), tree_bytes(plain)
+    for name, data in without.items():
+        if name.endswith("metadata.yaml"):  # the same, plus the distortion's key
+            meta = yaml.safe_load(with_scores[name])
+            assert set(meta.pop(SCORE_KEY)) >= {"tempo_factor", "curve_depth", "jitter_s"}
+            assert meta == yaml.safe_load(data)
+        elif name != "synth_slakh.json":
+            assert with_scores[name] == data, name
+    extra = sorted(set(with_scores) - set(without))
+    assert extra and all("/score/" in name for name in extra)
+
+
+def test_warp_maps_score_onsets_onto_performance_onsets_exactly(unaligned: Path) -> None:
+    for track in sorted(unaligned.glob("*/Track*")):
+        warp = read_warp(track / "score" / "warp.json")
+        params = yaml.safe_load((track / "metadata.yaml").read_text())[SCORE_KEY]
+        assert abs(np.log(params["tempo_factor"])) >= np.log(1.05) - 1e-12
+        for score, performance in [(track / "score" / "all_src.mid", track / "all_src.mid"),
+                                   *[(p, track / "MIDI" / p.name)
+                                     for p in sorted((track / "score" / "MIDI").glob("*.mid"))]]:
+            score_notes, performance_notes = starts(score), starts(performance)
+            assert len(score_notes) == len(performance_notes) > 0, score
+            moved = score_to_performance(np.array([s for _, _, s in score_notes]), warp)
+            mapped = sorted((i, p, float(t)) for (i, p, _), t in zip(score_notes, moved,
+                                                                        strict=True))
+            assert mapped == performance_notes, score  # exact, float for float
+            shifts = np.array([s for _, _, s in score_notes]) - moved
+            assert np.abs(shifts).max() > 0.05, score  # the score really is off
+
+
+def test_align_brings_onsets_onto_the_audio(aligned: tuple[Path, dict]) -> None:
+    out, summary = aligned
+    assert summary["aligned"] == TRACKS and summary["skipped"] == []
+    overall = summary["onset_error"]["overall"]
+    before, after = overall["before"], overall["after"]
+    assert before["median_s"] > 0.2  # a tempo change of at least 5 %
+    # measured on this corpus: see benchmarks/perf/align_speed.py for the figures
+    assert after["median_s"] < before["median_s"] / 4
+    assert after["median_s"] < 0.05 and after["within_50ms"] > 0.5
+    for track in sorted(out.glob("*/Track*")):
+        assert (track / "mix.flac").is_symlink() and (track / "stems").is_symlink()
+        report = (out / "alignment" / f"{track.name}.json").read_text()
+        assert "normalised_cost" in report and "onset_error" in report
+
+
+def test_aligned_corpus_builds_shards(aligned: tuple[Path, dict], tmp_path: Path) -> None:
+    out, _ = aligned
+    manifest = build_shards(out, tmp_path / "data", ["piano", "guitar", "bass"],
+                            progress=False, log=lambda line: None)
+    assert manifest.skipped == [] or all("instrument" in s["reason"] for s in manifest.skipped)
+    assert manifest.n_tracks + len(manifest.skipped) == TRACKS and manifest.n_tracks >= 1
+
+
+def test_garbage_scores_are_skipped_with_a_reason(unaligned: Path, tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    shutil.copytree(unaligned, corpus, symlinks=True)
+    tracks = sorted(corpus.glob("*/Track*"))
+    unreadable = tracks[0] / "score" / "MIDI" / "S00.mid"
+    unreadable.write_bytes(b"MThd garbage")
+    # a readable score of random notes: not this audio's music
+    wrong = tracks[1] / "score"
+    rng = np.random.default_rng(0)
+    for path in [wrong / "all_src.mid", *sorted((wrong / "MIDI").glob("*.mid"))]:
+        midi = pretty_midi.PrettyMIDI()
+        inst = pretty_midi.Instrument(program=0)
+        for start in np.sort(rng.uniform(0, SECONDS, 40)):
+            inst.notes.append(pretty_midi.Note(90, int(rng.integers(30, 90)), start, start + 0.3))
+        midi.instruments.append(inst)
+        midi.write(str(path))
+    shutil.rmtree(tracks[2] / "score")
+    lines: list[str] = []
+    summary = align_corpus(corpus, tmp_path / "out", progress=False, log=lines.append)
+    reasons = {s["track"]: s["reason"] for s in summary["skipped"]}
+    assert str(unreadable) in reasons[tracks[0].name] and "unreadable" in reasons[tracks[0].name]
+    assert "--max-cost" in reasons[tracks[1].name]
+    assert str(tracks[2] / "score" / "all_src.mid") in reasons[tracks[2].name]
+    assert all("\n" not in r for r in reasons.values()) and len(lines) == 3
+    assert summary["aligned"] == 0 and (tmp_path / "out" / SUMMARY_FILE).is_file()
+    assert not list((tmp_path / "out").glob("*/Track*"))
+
+
+def test_cli_errors_name_the_path(tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    result = CliRunner().invoke(main, ["align", "--corpus", str(missing), "--out",
+                                       str(tmp_path / "out")])
+    assert result.exit_code != 0 and str(missing) in result.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = CliRunner().invoke(main, ["align", "--corpus", str(empty), "--out",
+                                       str(tmp_path / "out")])
+    assert result.exit_code != 0 and str(empty) in result.output and "no track" in result.output
+    result = CliRunner().invoke(main, ["align", "--corpus", str(empty), "--out",
+                                       str(empty / "inside")])
+    assert result.exit_code != 0 and "outside the corpus" in result.output
+
+
+def test_cli_default_max_cost_is_the_aligners() -> None:
+    assert cli.DEFAULT_MAX_COST == DEFAULT_MAX_COST
