@@ -47,6 +47,9 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import io
 import json
 import os
 import shutil
@@ -73,7 +76,10 @@ DEFAULT_MAX_COST = 0.5  # tracks whose normalised path cost exceeds this are ski
 ONSET_TOLERANCE_S = 0.05  # "within 50 ms" of the onset-error report
 REPORT_DIR = "alignment"
 SUMMARY_FILE = "alignment.json"
-MIDI_LOW, MIDI_HIGH = 21, 108  # the pitch range of synctoolbox's features
+# The pitches of the features (synctoolbox's default is 21-108). Its filterbank runs bands
+# 96-108 at 22.05 kHz, five times the rate of 60-95, which made them ~60 % of the audio
+# features' time; above B6 the audio holds harmonics more than the score's fundamentals.
+MIDI_LOW, MIDI_HIGH = 21, 95
 
 
 class AlignError(ValueError):
@@ -179,6 +185,38 @@ def _import_synctoolbox() -> None:
                          "pip install -e '.[align]'") from error
 
 
+class _CachedDesigns:
+    """``scipy.signal`` with ``cheb2ord`` and ``cheby2`` memoised (see
+    :func:`design_filters_once`); every other name is scipy's."""
+
+    def __init__(self, signal: Any) -> None:
+        self._signal = signal
+        self.cheb2ord = functools.cache(signal.cheb2ord)
+        self.cheby2 = functools.cache(signal.cheby2)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._signal, name)
+
+
+@functools.cache
+def design_filters_once() -> None:
+    """Make synctoolbox design its filters once per process, not on every call.
+
+    Its pitch and onset features design the 88 elliptic band-pass filters of the filterbank
+    (``generate_filterbank``) on each call, and the onset features a Chebyshev smoother per
+    pitch: about 60 % of the audio features' time on a 8-s track. They depend on constants
+    only (and the tuning, 0 here), so the designs are memoised; the features are unchanged
+    (tests/test_align.py compares them).
+    """
+    from scipy import signal
+    from synctoolbox.feature import filterbank, pitch, pitch_onset
+
+    designed = functools.cache(filterbank.generate_filterbank)
+    pitch.generate_filterbank = designed
+    pitch_onset.generate_filterbank = designed
+    pitch_onset.signal = _CachedDesigns(signal)
+
+
 def audio_features(audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Quantised chroma [12, N] and DLNCO [12, N] of mono audio at ``AUDIO_RATE``."""
     from synctoolbox.feature.chroma import pitch_to_chroma, quantize_chroma
@@ -186,9 +224,12 @@ def audio_features(audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     from synctoolbox.feature.pitch import audio_to_pitch_features
     from synctoolbox.feature.pitch_onset import audio_to_pitch_onset_features
 
-    pitch = audio_to_pitch_features(f_audio=audio, Fs=AUDIO_RATE, feature_rate=FEATURE_RATE)
+    with contextlib.redirect_stdout(io.StringIO()):  # synctoolbox prints a dot per pitch
+        pitch = audio_to_pitch_features(f_audio=audio, Fs=AUDIO_RATE, feature_rate=FEATURE_RATE,
+                                        midi_min=MIDI_LOW, midi_max=MIDI_HIGH)
+        peaks = audio_to_pitch_onset_features(f_audio=audio, Fs=AUDIO_RATE, midi_min=MIDI_LOW,
+                                              midi_max=MIDI_HIGH)
     chroma = quantize_chroma(f_chroma=pitch_to_chroma(f_pitch=pitch))
-    peaks = audio_to_pitch_onset_features(f_audio=audio, Fs=AUDIO_RATE)
     dlnco = pitch_onset_features_to_DLNCO(f_peaks=peaks, feature_rate=FEATURE_RATE,
                                           feature_sequence_length=chroma.shape[1])
     return chroma, dlnco
@@ -205,9 +246,10 @@ def score_features(notes: list[ScoreNote]) -> tuple[np.ndarray, np.ndarray]:
     rows = [(n.start, n.end - n.start, n.pitch, n.velocity, "pitched") for n in notes
             if not n.is_drum and MIDI_LOW <= n.pitch <= MIDI_HIGH]
     frame = pd.DataFrame(rows, columns=["start", "duration", "pitch", "velocity", "instrument"])
-    pitch = df_to_pitch_features(frame, feature_rate=FEATURE_RATE)
+    pitch = df_to_pitch_features(frame, feature_rate=FEATURE_RATE, midi_min=MIDI_LOW,
+                                 midi_max=MIDI_HIGH)
     chroma = quantize_chroma(f_chroma=pitch_to_chroma(f_pitch=pitch))
-    peaks = df_to_pitch_onset_features(frame)
+    peaks = df_to_pitch_onset_features(frame, midi_min=MIDI_LOW, midi_max=MIDI_HIGH)
     dlnco = pitch_onset_features_to_DLNCO(f_peaks=peaks, feature_rate=FEATURE_RATE,
                                           feature_sequence_length=chroma.shape[1])
     return chroma, dlnco
@@ -219,11 +261,12 @@ def dtw_path(audio_chroma: np.ndarray, audio_onsets: np.ndarray, score_chroma: n
     from synctoolbox.dtw.mrmsdtw import sync_via_mrmsdtw
     from synctoolbox.dtw.utils import make_path_strictly_monotonic
 
-    path = sync_via_mrmsdtw(f_chroma1=audio_chroma, f_onset1=audio_onsets,
-                            f_chroma2=score_chroma, f_onset2=score_onsets,
-                            input_feature_rate=FEATURE_RATE,
-                            step_weights=np.array(STEP_WEIGHTS, dtype=np.float64),
-                            threshold_rec=THRESHOLD_REC)
+    with contextlib.redirect_stdout(io.StringIO()):
+        path = sync_via_mrmsdtw(f_chroma1=audio_chroma, f_onset1=audio_onsets,
+                                f_chroma2=score_chroma, f_onset2=score_onsets,
+                                input_feature_rate=FEATURE_RATE,
+                                step_weights=np.array(STEP_WEIGHTS, dtype=np.float64),
+                                threshold_rec=THRESHOLD_REC)
     return make_path_strictly_monotonic(path).astype(np.int64)
 
 
@@ -419,6 +462,7 @@ def align_corpus(corpus: Path, out: Path, max_cost: float = DEFAULT_MAX_COST, wo
     if not tracks:
         raise AlignError(f"{corpus}: no track folders (TrackNNNNN/) found")
     _import_synctoolbox()
+    design_filters_once()
     from joblib import Parallel, delayed
     from tqdm import tqdm
 
