@@ -159,3 +159,35 @@ def test_cli_errors_name_the_path(tmp_path: Path) -> None:
 
 def test_cli_default_max_cost_is_the_aligners() -> None:
     assert cli.DEFAULT_MAX_COST == DEFAULT_MAX_COST
+
+
+def test_shared_filtering_leaves_the_features_unchanged(unaligned: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """prep.align's speed-up (filters designed once, filtering shared by the pitch and onset
+    features) gives synctoolbox's own features, bit for bit."""
+    from scipy import signal
+    from synctoolbox.feature import filterbank, pitch, pitch_onset
+    from synctoolbox.feature.chroma import pitch_to_chroma, quantize_chroma
+    from synctoolbox.feature.dlnco import pitch_onset_features_to_DLNCO
+
+    from prep.align import AUDIO_RATE, FEATURE_RATE, MIDI_HIGH, MIDI_LOW, audio_features, read_mix
+
+    audio, _ = read_mix(sorted(unaligned.glob("*/Track*"))[0] / "mix.flac")
+    fast = [audio_features(audio) for _ in range(2)]  # the second with warm caches
+    with monkeypatch.context() as patch:  # synctoolbox as installed
+        for module in (pitch, pitch_onset):
+            patch.setattr(module, "signal", signal)
+            patch.setattr(module, "generate_filterbank", filterbank.generate_filterbank)
+            patch.setattr(module, "generate_list_of_downsampled_audio",
+                          filterbank.generate_list_of_downsampled_audio)
+        pitches = pitch.audio_to_pitch_features(f_audio=audio, Fs=AUDIO_RATE,
+                                                feature_rate=FEATURE_RATE, midi_min=MIDI_LOW,
+                                                midi_max=MIDI_HIGH)
+        peaks = pitch_onset.audio_to_pitch_onset_features(f_audio=audio, Fs=AUDIO_RATE,
+                                                          midi_min=MIDI_LOW, midi_max=MIDI_HIGH)
+    chroma = quantize_chroma(f_chroma=pitch_to_chroma(f_pitch=pitches))
+    dlnco = pitch_onset_features_to_DLNCO(f_peaks=peaks, feature_rate=FEATURE_RATE,
+                                          feature_sequence_length=chroma.shape[1])
+    for features in fast:
+        np.testing.assert_array_equal(features[0], chroma)
+        np.testing.assert_array_equal(features[1], dlnco)
