@@ -507,14 +507,20 @@ def align_corpus(corpus: Path, out: Path, max_cost: float = DEFAULT_MAX_COST, wo
         raise AlignError(f"{corpus}: no track folders (TrackNNNNN/) found")
     _import_synctoolbox()
     design_filters_once()
-    from joblib import Parallel, delayed
     from tqdm import tqdm
 
     jobs = [(t.path, out / t.folder_split / t.track_id if t.folder_split else out / t.track_id)
             for t in tracks]
     started = time.perf_counter()
-    results = Parallel(n_jobs=workers, return_as="generator")(
-        delayed(_align_one)(path, dest, max_cost) for path, dest in jobs)
+    if workers == 1:  # here: numba compiles once, no process to start
+        results: Iterator[tuple[dict | None, str | None]] = (
+            _align_one(path, dest, max_cost) for path, dest in jobs)
+    else:  # loky's reusable processes, as prep synth-slakh uses; results in track order
+        from joblib.externals.loky import get_reusable_executor
+
+        executor = get_reusable_executor(max_workers=workers)
+        results = executor.map(_align_one, *zip(*jobs, strict=True),
+                               [max_cost] * len(jobs))
     reports: list[dict[str, Any]] = []
     errors: list[dict[str, dict[str, np.ndarray]]] = []
     skipped: list[dict[str, str]] = []

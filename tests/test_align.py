@@ -7,6 +7,7 @@ the alignment against that warp, and the aligned corpus by building shards from 
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from prep import cli
 from prep.build import build_shards
 from prep.cli import main
 from prep.synth import synth_slakh
-from prep.unaligned import SCORE_KEY, read_warp, score_to_performance
+from prep.unaligned import SCORE_KEY, ScoreError, read_warp, score_to_performance
 
 pytest.importorskip("synctoolbox")
 
@@ -191,3 +192,36 @@ def test_shared_filtering_leaves_the_features_unchanged(unaligned: Path,
     for features in fast:
         np.testing.assert_array_equal(features[0], chroma)
         np.testing.assert_array_equal(features[1], dlnco)
+
+
+def test_workers_give_the_same_aligned_corpus(unaligned: Path, aligned: tuple[Path, dict],
+                                              tmp_path: Path) -> None:
+    out, summary = aligned
+    align_corpus(unaligned, tmp_path / "two", workers=2, progress=False, log=lambda line: None)
+    midi = {name: data for name, data in tree_bytes(out).items() if name.endswith(".mid")}
+    assert midi and midi == {name: data for name, data in tree_bytes(tmp_path / "two").items()
+                             if name.endswith(".mid")}
+
+
+def test_cli_renders_unaligned_scores_and_refuses_mixing(tmp_path: Path) -> None:
+    out = tmp_path / "cli"
+    command = ["synth-slakh", "--preset", "tiny", "--tracks", "1", "--seconds", "3",
+               "--out", str(out)]
+    result = CliRunner().invoke(main, [*command, "--unaligned-scores"])
+    assert result.exit_code == 0, result.output
+    (track,) = list(out.glob("*/Track*"))
+    assert {p.name for p in (track / "score").iterdir()} == {"all_src.mid", "MIDI", "warp.json"}
+    assert json.loads((out / "synth_slakh.json").read_text())["unaligned_scores"]
+    result = CliRunner().invoke(main, command)  # the same folder without scores: refused
+    assert result.exit_code != 0 and "synth_slakh.json" in result.output
+
+
+def test_bad_warp_is_named(tmp_path: Path) -> None:
+    bad = tmp_path / "warp.json"
+    bad.write_text('{"score_s": [0, 1, 1], "performance_s": [0, 1, 2]}')
+    with pytest.raises(ScoreError, match="increasing") as error:
+        read_warp(bad)
+    assert str(bad) in str(error.value)
+    bad.write_text("not json")
+    with pytest.raises(ScoreError, match="unreadable warp"):
+        read_warp(bad)
