@@ -48,9 +48,12 @@ def main() -> None:
               help="Also write TrackNNNNN/score/: all_src.mid and MIDI/Sxx.mid with the "
                    "timing distorted (tempo, tempo curve, onset jitter; drawn from --seed's "
                    "own stream) and warp.json, the true score-to-audio warp (for `prep align`).")
+@click.option("--score-bar-edits", is_flag=True,
+              help="With --unaligned-scores: each score also drops or repeats one bar "
+                   "(drawn; not the first or last).")
 def synth_slakh_command(out: Path, preset: str, tracks: int | None, seconds: float | None,
                         seed: int | None, soundfont: Path | None, workers: int,
-                        unaligned_scores: bool) -> None:
+                        unaligned_scores: bool, score_bar_edits: bool) -> None:
     """Render a demo corpus in Slakh2100's exact layout with FluidSynth.
 
     Deterministic (same options, same files) and resumable: complete tracks in OUT are kept.
@@ -78,7 +81,8 @@ def synth_slakh_command(out: Path, preset: str, tracks: int | None, seconds: flo
             if value is not None:
                 settings[key] = value
         dirs = synth_slakh(out, soundfont=soundfont, workers=workers,
-                           unaligned_scores=unaligned_scores, **settings)
+                           unaligned_scores=unaligned_scores,
+                           score_bar_edits=score_bar_edits, **settings)
     except SynthError as error:
         raise click.ClickException(str(error)) from error
     click.echo(f"{out}: {len(dirs)} tracks of {settings['seconds']:g} s "

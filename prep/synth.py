@@ -518,7 +518,7 @@ def _stem_metadata(part: Part, rng: np.random.Generator, rendered: bool,
 
 def render_track(out: Path, track_number: int, position: int, seconds: float, seed: int,
                  soundfonts: Sequence[Path], effects: bool = False,
-                 unaligned_scores: bool = False) -> Path:
+                 unaligned_scores: bool = False, score_bar_edits: bool = False) -> Path:
     """Compose, render, mix and write one track atomically; return its folder.
 
     Everything is written to a hidden temporary folder next to the final one and renamed
@@ -535,6 +535,7 @@ def render_track(out: Path, track_number: int, position: int, seconds: float, se
         effects: give each stem a drawn effects chain (:mod:`prep.effects`).
         unaligned_scores: also write ``score/`` (a score with distorted timing and its true
             warp, :mod:`prep.unaligned`).
+        score_bar_edits: the score also drops or repeats one bar.
     """
     track_id = f"Track{track_number:05d}"
     split_dir = Path(out) / original_split(track_number)
@@ -547,7 +548,7 @@ def render_track(out: Path, track_number: int, position: int, seconds: float, se
     tmp = Path(tempfile.mkdtemp(prefix=f".{track_id}.", dir=split_dir))
     try:
         _write_track(tmp, track_id, track_number, position, seconds, seed, tuple(soundfonts),
-                     effects, unaligned_scores)
+                     effects, unaligned_scores, score_bar_edits)
         try:
             tmp.rename(final)
         except OSError:
@@ -577,7 +578,7 @@ def _render_stem(instrument: pretty_midi.Instrument, role: str, rng: np.random.G
 
 def _write_track(folder: Path, track_id: str, track_number: int, position: int,
                  seconds: float, seed: int, soundfonts: tuple[Path, ...], effects: bool,
-                 unaligned_scores: bool = False) -> None:
+                 unaligned_scores: bool = False, score_bar_edits: bool = False) -> None:
     rng = np.random.default_rng([seed, track_number])
     # Render choices use their own stream: the music and plugin names of a track stay the
     # same whatever the soundfont pool and effects settings.
@@ -635,7 +636,7 @@ def _write_track(folder: Path, track_id: str, track_number: int, position: int,
         try:
             metadata[SCORE_KEY] = write_unaligned_score(
                 folder, np.random.default_rng([seed, track_number, SCORE_STREAM]),
-                f"{track_id} (seed {seed})")
+                f"{track_id} (seed {seed})", bar_edits=score_bar_edits)
         except ScoreError as error:
             raise SynthError(str(error)) from error
     with open(folder / "metadata.yaml", "w") as f:
@@ -696,7 +697,8 @@ def soundfont_pool(soundfont: Path | None, soundfonts: Sequence[Path] | None) ->
 def synth_slakh(out: Path, tracks: int, seconds: float, seed: int,
                 soundfont: Path | None = None, workers: int = 1,
                 progress: bool = True, soundfonts: Sequence[Path] | None = None,
-                effects: bool = False, unaligned_scores: bool = False) -> list[Path]:
+                effects: bool = False, unaligned_scores: bool = False,
+                score_bar_edits: bool = False) -> list[Path]:
     """Render a Slakh2100-layout corpus (see the module docstring); return track folders.
 
     Complete tracks already in ``out`` are kept (a rerun resumes an interrupted one).
@@ -715,6 +717,8 @@ def synth_slakh(out: Path, tracks: int, seconds: float, seed: int,
         unaligned_scores: also write every track's ``score/`` folder: a score MIDI with
             distorted timing and the true warp to the audio (:mod:`prep.unaligned`; drawn
             from the corpus seed's own stream, so the rest of the corpus is unchanged).
+        score_bar_edits: each score also drops or repeats one bar (needs
+            ``unaligned_scores``).
 
     Raises:
         SynthError: missing or unusable soundfont, bad arguments, or ``out`` rendered with
@@ -724,6 +728,8 @@ def synth_slakh(out: Path, tracks: int, seconds: float, seed: int,
         raise SynthError(f"--seconds must be 0.5-3600, got {seconds}")
     if workers < 1:
         raise SynthError(f"--workers must be >= 1, got {workers}")
+    if score_bar_edits and not unaligned_scores:
+        raise SynthError("--score-bar-edits needs --unaligned-scores")
     pool = soundfont_pool(soundfont, soundfonts)
     numbers = choose_track_numbers(tracks)
     out = Path(out)
@@ -734,14 +740,15 @@ def synth_slakh(out: Path, tracks: int, seconds: float, seed: int,
     if effects:
         config["pedalboard"] = pedalboard_version()
     if unaligned_scores:  # only when on: a default corpus keeps its synth_slakh.json
-        config["unaligned_scores"] = unaligned_settings()
+        config["unaligned_scores"] = unaligned_settings(score_bar_edits)
     _check_config(out, config)
     # Always in worker processes, even for one worker: a render in the caller's process would
     # inherit its threads and floating-point state (torch, OpenMP), which move samples by one
     # 16-bit step (see "Deterministic" above).
     executor = get_reusable_executor(max_workers=workers, env={"OMP_NUM_THREADS": "1"})
     futures = [executor.submit(render_track, out, n, k, float(seconds), seed, tuple(pool),
-                               effects, unaligned_scores) for k, n in enumerate(numbers)]
+                               effects, unaligned_scores, score_bar_edits)
+               for k, n in enumerate(numbers)]
     done: list[Path] = []
     with tqdm(total=len(futures), desc="synth-slakh", unit="track", disable=not progress) as bar:
         for future in as_completed(futures):

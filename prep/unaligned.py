@@ -25,7 +25,11 @@ seed, a stream of its own: the music and render draws are unchanged):
   of 4-12 s (rubato);
 * **onset jitter**: every distinct onset time (all notes struck together move together) is
   shifted by N(0, ``JITTER_S``) in score time, clipped to 40 % of the gap to its neighbours so
-  that the order of onsets is kept.
+  that the order of onsets is kept;
+* **a dropped or repeated bar** (only with ``--score-bar-edits``, off by default): one bar,
+  neither the first nor the last, is left out of the score or played twice in it
+  (:func:`apply_bar_edit`). The warp maps the second playing onto the bar's end in the
+  performance (a flat stretch) and passes a dropped bar between the onsets around it.
 
 The warp is the monotone piecewise-linear map through (score onset, performance onset) of
 every distinct onset, read back from the written files (so tick rounding is in it), plus a
@@ -43,6 +47,7 @@ Example::
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import warnings
@@ -64,6 +69,7 @@ JITTER_S = 0.015  # standard deviation of the onset jitter, seconds of score tim
 JITTER_GAP_SHARE = 0.4  # an onset moves at most this share of the gap to a neighbour
 GRID_S = 0.001  # the smooth curve is integrated on this grid
 TAIL_PAD_S = 10.0  # the warp's last knot lies this far past the last event
+BAR_MARGIN_S = 1e-4  # a bar edit's span starts this long before the bar line
 
 
 class ScoreError(ValueError):
@@ -87,9 +93,9 @@ class ScoreDistortion:
         return asdict(self)
 
 
-def unaligned_settings() -> dict[str, Any]:
+def unaligned_settings(bar_edits: bool = False) -> dict[str, Any]:
     """The distortion's settings, for ``synth_slakh.json`` (a rerun with others is refused)."""
-    return {"seed_stream": SCORE_STREAM, "tempo_factor_range": list(TEMPO_FACTOR_RANGE),
+    return {"bar_edits": bar_edits, "seed_stream": SCORE_STREAM, "tempo_factor_range": list(TEMPO_FACTOR_RANGE),
             "curve_depth_range": list(CURVE_DEPTH_RANGE),
             "curve_period_range_s": list(CURVE_PERIOD_RANGE_S), "jitter_s": JITTER_S,
             "jitter_gap_share": JITTER_GAP_SHARE, "grid_s": GRID_S}
@@ -172,8 +178,85 @@ def warp_midi(midi: pretty_midi.PrettyMIDI, knots_from: np.ndarray, knots_to: np
     return out
 
 
-def write_unaligned_score(track: Path, rng: np.random.Generator,
-                          where: str | None = None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class BarEdit:
+    """One bar of the performance left out of the score (``drop``) or played twice in it
+    (``repeat``): bar number ``bar`` (0-based, 4/4 at the performance's tempo), spanning
+    ``start_s``-``end_s`` of the performance (a 0.1 ms margin before each bar line, so that
+    a note on the line belongs to its bar whatever the float rounding)."""
+
+    kind: str
+    bar: int
+    start_s: float
+    end_s: float
+
+
+def draw_bar_edit(rng: np.random.Generator, onsets: np.ndarray, tempo: float) -> BarEdit | None:
+    """Drop or repeat one bar, never the first or the last with notes; None when the
+    performance has fewer than three bars."""
+    bar_s = 240.0 / tempo
+    n_bars = int(onsets[-1] // bar_s) + 1
+    if n_bars < 3:
+        return None
+    bar = int(rng.integers(1, n_bars - 1))
+    kind = "drop" if rng.random() < 0.5 else "repeat"
+    return BarEdit(kind, bar, bar * bar_s - BAR_MARGIN_S, (bar + 1) * bar_s - BAR_MARGIN_S)
+
+
+def apply_bar_edit(midi: pretty_midi.PrettyMIDI, edit: BarEdit | None
+                   ) -> tuple[pretty_midi.PrettyMIDI, dict[float, float]]:
+    """The performance with ``edit`` applied, in its own clock *u*, and, for every note
+    start u, the performance time it stands for.
+
+    ``drop``: notes starting in the bar are left out, later events move a bar earlier, a
+    note held into the bar ends at its start (or a bar earlier, held past it). ``repeat``:
+    the bar's events are played again right after it (its notes cut at the bar line; the
+    second time they stand for the bar's end in the performance, which plays it once),
+    later events move a bar later. Without an edit: ``midi`` itself, each start for itself.
+    """
+    if edit is None:
+        return midi, {n.start: n.start for inst in midi.instruments for n in inst.notes}
+    b0, b1 = edit.start_s, edit.end_s
+    bar = b1 - b0
+    out = copy.deepcopy(midi)
+    truth: dict[float, float] = {}
+
+    def times(t: float) -> list[float]:  # where one control event goes
+        if t < b0:
+            return [t]
+        if edit.kind == "drop":
+            return [b0] if t < b1 else [t - bar]
+        return [t, t + bar] if t < b1 else [t + bar]
+
+    for inst in out.instruments:
+        notes: list[pretty_midi.Note] = []
+        for n in inst.notes:
+            spans: list[tuple[float, float, float]] = []  # (u start, u end, performance start)
+            if edit.kind == "drop":
+                if n.start < b0:
+                    end = n.end if n.end <= b0 else (b0 if n.end < b1 else n.end - bar)
+                    spans.append((n.start, end, n.start))
+                elif n.start >= b1:
+                    spans.append((n.start - bar, n.end - bar, n.start))
+            elif n.start < b0:
+                spans.append((n.start, n.end if n.end <= b1 else n.end + bar, n.start))
+            elif n.start < b1:
+                spans += [(n.start, min(n.end, b1), n.start), (n.start + bar, n.end + bar, b1)]
+            else:
+                spans.append((n.start + bar, n.end + bar, n.start))
+            for start, end, performed in spans:
+                notes.append(pretty_midi.Note(n.velocity, n.pitch, start, max(end, start + 0.001)))
+                truth[start] = performed
+        inst.notes = notes
+        inst.control_changes = [pretty_midi.ControlChange(c.number, c.value, t)
+                                for c in inst.control_changes for t in times(c.time)]
+        inst.pitch_bends = [pretty_midi.PitchBend(b.pitch, t)
+                            for b in inst.pitch_bends for t in times(b.time)]
+    return out, truth
+
+
+def write_unaligned_score(track: Path, rng: np.random.Generator, where: str | None = None,
+                          bar_edits: bool = False) -> dict[str, Any]:
     """Write ``track/score/`` (all_src.mid, MIDI/Sxx.mid, warp.json) from the track's
     performance MIDI; return the distortion (for metadata.yaml's ``scorecritic_score``).
 
@@ -181,35 +264,44 @@ def write_unaligned_score(track: Path, rng: np.random.Generator,
         track: a rendered track folder (all_src.mid and MIDI/ read, never changed).
         rng: the distortion's generator (``default_rng([seed, track, SCORE_STREAM])``).
         where: how errors name the track (default: the folder).
+        bar_edits: also drop or repeat one bar (:func:`draw_bar_edit`); the warp then maps
+            the repeated bar's second playing onto the bar's end (flat) and jumps the
+            dropped bar between the onsets around it.
 
     Raises:
         ScoreError: unreadable MIDI, no notes, or onsets that tick rounding merged.
     """
     where = where or str(track)
     performance = _load(track / "all_src.mid")
-    onsets = onset_times(performance)
-    if onsets.size == 0:
+    if onset_times(performance).size == 0:
         raise ScoreError(f"{track / 'all_src.mid'}: no notes to make a score of")
     tempo = float(performance.get_tempo_changes()[1][0])
     distortion = draw_distortion(rng)
-    end_s = max(float(performance.get_end_time()), float(onsets[-1])) + TAIL_PAD_S
+    edit = draw_bar_edit(rng, onset_times(performance), tempo) if bar_edits else None
+    # u: the performance's clock with the bar edit applied (the performance's own without)
+    virtual, performed = apply_bar_edit(performance, edit)
+    onsets = onset_times(virtual)
+    truth = np.array([performed[u] for u in onsets])
+    end_s = max(float(virtual.get_end_time()), float(onsets[-1])) + TAIL_PAD_S
+    shift = 0.0 if edit is None else (edit.end_s - edit.start_s) * (
+        1 if edit.kind == "drop" else -1)
     smooth = smooth_map(onsets, distortion, end_s)
     score_onsets = _jittered_knots(onsets, smooth, rng, distortion.jitter_s)
     if onsets[0] == 0.0:
         score_onsets[0] = 0.0  # the first note stays on the downbeat
     end_score = float(smooth_map(np.array([end_s]), distortion, end_s)[0]) + (
         score_onsets[-1] - smooth[-1])
-    perf_knots = np.concatenate([[0.0] if onsets[0] > 0 else [], onsets, [end_s]])
+    u_knots = np.concatenate([[0.0] if onsets[0] > 0 else [], onsets, [end_s]])
+    perf_knots = np.concatenate([[0.0] if onsets[0] > 0 else [], truth, [end_s + shift]])
     score_knots = np.concatenate([[0.0] if onsets[0] > 0 else [], score_onsets, [end_score]])
     score_tempo = tempo * distortion.tempo_factor
 
     folder = track / SCORE_DIR
     (folder / "MIDI").mkdir(parents=True, exist_ok=True)
-    warp_midi(performance, perf_knots, score_knots, score_tempo).write(
-        str(folder / "all_src.mid"))
+    warp_midi(virtual, u_knots, score_knots, score_tempo).write(str(folder / "all_src.mid"))
     for stem in sorted((track / "MIDI").glob("*.mid")):
-        warp_midi(_load(stem), perf_knots, score_knots, score_tempo).write(
-            str(folder / "MIDI" / stem.name))
+        warp_midi(apply_bar_edit(_load(stem), edit)[0], u_knots, score_knots,
+                  score_tempo).write(str(folder / "MIDI" / stem.name))
 
     # The warp from what the files say: score onsets as read back (tick-rounded).
     written = onset_times(_load(folder / "all_src.mid"))
@@ -221,6 +313,8 @@ def write_unaligned_score(track: Path, rng: np.random.Generator,
         raise ScoreError(f"{folder / 'all_src.mid'}: score onsets out of order ({where})")
     params = {**distortion.to_dict(), "seed_stream": SCORE_STREAM, "score_tempo": score_tempo,
               "performance_tempo": tempo}
+    if bar_edits:  # the key only then: scores without edits keep their bytes
+        params["bar_edit"] = asdict(edit) if edit is not None else None
     warp = {"what": "score time -> performance time (seconds), monotone piecewise-linear "
                     "through every distinct onset: np.interp(t, score_s, performance_s)",
             "distortion": params,

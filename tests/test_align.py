@@ -225,3 +225,30 @@ def test_bad_warp_is_named(tmp_path: Path) -> None:
     bad.write_text("not json")
     with pytest.raises(ScoreError, match="unreadable warp"):
         read_warp(bad)
+
+
+def test_bar_edits_drop_or_repeat_a_bar_and_the_warp_says_where(tmp_path: Path) -> None:
+    out = tmp_path / "edits"
+    synth_slakh(out, 6, 10.0, SEED, workers=2, progress=False, unaligned_scores=True,
+                score_bar_edits=True)
+    kinds = set()
+    for track in sorted(out.glob("*/Track*")):
+        edit = yaml.safe_load((track / "metadata.yaml").read_text())[SCORE_KEY]["bar_edit"]
+        kinds.add(edit["kind"])
+        b0, b1 = edit["start_s"], edit["end_s"]
+        warp = read_warp(track / "score" / "warp.json")
+        for score in [track / "score" / "all_src.mid",
+                      *sorted((track / "score" / "MIDI").glob("*.mid"))]:
+            performance = starts(track / score.relative_to(track / "score"))
+            notes = starts(score)
+            moved = score_to_performance(np.array([s for _, _, s in notes]), warp)
+            mapped = sorted((i, p, float(t)) for (i, p, _), t in zip(notes, moved, strict=True))
+            in_bar = [(i, p, t) for i, p, t in performance if b0 <= t < b1]
+            if edit["kind"] == "drop":  # the bar's notes are gone, the rest map exactly
+                expected = sorted(set(performance) - set(in_bar))
+            else:  # played twice: the second time stands for the bar's end
+                expected = sorted(performance + [(i, p, b1) for i, p, _ in in_bar])
+            assert mapped == expected, score
+    assert kinds == {"drop", "repeat"}
+    with pytest.raises(Exception, match="--unaligned-scores"):
+        synth_slakh(tmp_path / "x", 1, 2.0, SEED, progress=False, score_bar_edits=True)

@@ -12,7 +12,7 @@ median onset error before and after. Then the onset errors of all notes pooled: 
 percentile and share within 50 ms, per instrument class and overall, before and after.
 
     .venv/bin/python -m benchmarks.perf.align_speed [--corpus /tmp/bench/align6]
-        [--tracks 6] [--seconds 30] [--json runs/bench/align_speed.json]
+        [--tracks 6] [--seconds 30] [--bar-edits] [--json runs/bench/align_speed.json]
 """
 
 from __future__ import annotations
@@ -64,6 +64,9 @@ def main() -> None:
     parser.add_argument("--tracks", type=int, default=6, help="tracks to render [6]")
     parser.add_argument("--seconds", type=float, default=30.0, help="seconds per track [30]")
     parser.add_argument("--seed", type=int, default=0, help="seed of the render [0]")
+    parser.add_argument("--bar-edits", action="store_true",
+                        help="render scores that also drop or repeat a bar "
+                             "(synth-slakh --score-bar-edits)")
     parser.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
     add_json_option(parser, Path("runs/bench/align_speed.json"))
     args = parser.parse_args()
@@ -76,10 +79,10 @@ def main() -> None:
     if not args.corpus.is_dir():
         from prep.synth import synth_slakh
 
-        print(f"rendering {args.tracks} x {args.seconds:g} s with unaligned scores into "
-              f"{args.corpus}")
+        print(f"rendering {args.tracks} x {args.seconds:g} s with unaligned scores"
+              f"{' and bar edits' if args.bar_edits else ''} into {args.corpus}")
         synth_slakh(args.corpus, args.tracks, args.seconds, args.seed, workers=2,
-                    progress=False, unaligned_scores=True)
+                    progress=False, unaligned_scores=True, score_bar_edits=args.bar_edits)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
            "MKL_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
     with tempfile.TemporaryDirectory() as tmp:
