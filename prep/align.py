@@ -472,6 +472,34 @@ def pooled_onset_report(errors: list[dict[str, dict[str, np.ndarray]]]) -> dict[
             for name, phases in sorted(table.items())}
 
 
+def _collect(jobs: list[tuple[Path, Path]], results: Iterator[tuple[dict | None, str | None]],
+             out: Path, progress: bool, log: Callable[[str], None]
+             ) -> tuple[list[dict[str, Any]], list[dict[str, dict[str, np.ndarray]]],
+                        list[dict[str, str]]]:
+    """Write each track's report as it comes; return the reports, their per-note onset
+    errors and the skipped tracks with their reasons."""
+    from tqdm import tqdm
+
+    reports: list[dict[str, Any]] = []
+    errors: list[dict[str, dict[str, np.ndarray]]] = []
+    skipped: list[dict[str, str]] = []
+    (out / REPORT_DIR).mkdir(parents=True, exist_ok=True)
+    for (path, _), (report, reason) in tqdm(zip(jobs, results, strict=True), total=len(jobs),
+                                            desc="align", unit="track",
+                                            disable=not progress):
+        if report is None:
+            skipped.append({"track": path.name, "reason": str(reason)})
+            log(f"skipped {path.name}: {reason}")
+            (out / REPORT_DIR / f"{path.name}.json").unlink(missing_ok=True)
+            continue
+        if "_errors" in report:
+            errors.append(report.pop("_errors"))
+        reports.append(report)
+        (out / REPORT_DIR / f"{path.name}.json").write_text(
+            json.dumps(report, indent=1, sort_keys=True) + "\n")
+    return reports, errors, skipped
+
+
 def align_corpus(corpus: Path, out: Path, max_cost: float = DEFAULT_MAX_COST, workers: int = 1,
                  progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Align every track of a Slakh-layout ``corpus`` (each with ``score/``) into ``out``;
@@ -507,7 +535,6 @@ def align_corpus(corpus: Path, out: Path, max_cost: float = DEFAULT_MAX_COST, wo
         raise AlignError(f"{corpus}: no track folders (TrackNNNNN/) found")
     _import_synctoolbox()
     design_filters_once()
-    from tqdm import tqdm
 
     jobs = [(t.path, out / t.folder_split / t.track_id if t.folder_split else out / t.track_id)
             for t in tracks]
@@ -521,23 +548,11 @@ def align_corpus(corpus: Path, out: Path, max_cost: float = DEFAULT_MAX_COST, wo
         executor = get_reusable_executor(max_workers=workers)
         results = executor.map(_align_one, *zip(*jobs, strict=True),
                                [max_cost] * len(jobs))
-    reports: list[dict[str, Any]] = []
-    errors: list[dict[str, dict[str, np.ndarray]]] = []
-    skipped: list[dict[str, str]] = []
-    (out / REPORT_DIR).mkdir(parents=True, exist_ok=True)
-    for (path, _), (report, reason) in tqdm(zip(jobs, results, strict=True), total=len(jobs),
-                                            desc="align", unit="track",
-                                            disable=not progress):
-        if report is None:
-            skipped.append({"track": path.name, "reason": str(reason)})
-            log(f"skipped {path.name}: {reason}")
-            (out / REPORT_DIR / f"{path.name}.json").unlink(missing_ok=True)
-            continue
-        if "_errors" in report:
-            errors.append(report.pop("_errors"))
-        reports.append(report)
-        (out / REPORT_DIR / f"{path.name}.json").write_text(
-            json.dumps(report, indent=1, sort_keys=True) + "\n")
+    try:
+        reports, errors, skipped = _collect(jobs, results, out, progress, log)
+    finally:
+        if workers > 1:  # as prep.synth.synth_slakh: leave no process-wide executor behind
+            executor.shutdown(wait=True)
     seconds = sum(r["seconds"] for r in reports)
     summary = {
         "corpus": str(corpus), "settings": {

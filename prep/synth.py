@@ -750,10 +750,17 @@ def synth_slakh(out: Path, tracks: int, seconds: float, seed: int,
                                effects, unaligned_scores, score_bar_edits)
                for k, n in enumerate(numbers)]
     done: list[Path] = []
-    with tqdm(total=len(futures), desc="synth-slakh", unit="track", disable=not progress) as bar:
-        for future in as_completed(futures):
-            done.append(future.result())
-            bar.update()
+    try:
+        with tqdm(total=len(futures), desc="synth-slakh", unit="track",
+                  disable=not progress) as bar:
+            for future in as_completed(futures):
+                done.append(future.result())
+                bar.update()
+    finally:
+        # Left running, this process-wide executor is what joblib.Parallel (build-shards
+        # --workers N) would pick up in this process, without the temp-folder manager joblib
+        # gives its own: build_shards after synth_slakh in one process failed.
+        executor.shutdown(wait=True)
     return sorted(done, key=lambda p: p.name)
 
 

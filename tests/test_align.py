@@ -108,9 +108,11 @@ def test_align_brings_onsets_onto_the_audio(aligned: tuple[Path, dict]) -> None:
 
 
 def test_aligned_corpus_builds_shards(aligned: tuple[Path, dict], tmp_path: Path) -> None:
+    """With 2 workers, in the process that rendered and aligned (synth_slakh's executor once
+    made joblib's workers fail here)."""
     out, _ = aligned
-    manifest = build_shards(out, tmp_path / "data", ["piano", "guitar", "bass"],
-                            progress=False, log=lambda line: None)
+    manifest = build_shards(out, tmp_path / "data", ["piano", "guitar", "bass"], workers=2,
+                            shard_size_mb=0.5, progress=False, log=lambda line: None)
     assert manifest.skipped == [] or all("instrument" in s["reason"] for s in manifest.skipped)
     assert manifest.n_tracks + len(manifest.skipped) == TRACKS and manifest.n_tracks >= 1
 
