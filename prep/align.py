@@ -355,12 +355,10 @@ def error_stats(errors: np.ndarray) -> dict[str, float | int]:
             "within_50ms": float(np.mean(errors <= ONSET_TOLERANCE_S))}
 
 
-def onset_report(notes: list[ScoreNote], truth: np.ndarray,
-                 aligned: np.ndarray) -> dict[str, Any]:
-    """Onset errors before (score times as they are) and after alignment against the true
-    performance onsets ``truth``, overall and per instrument class."""
+def onset_report(errors: dict[str, dict[str, np.ndarray]]) -> dict[str, Any]:
+    """:func:`error_stats` of each class and phase of :func:`onset_errors`' errors."""
     return {name: {phase: error_stats(values) for phase, values in phases.items()}
-            for name, phases in onset_errors(notes, truth, aligned).items()}
+            for name, phases in errors.items()}
 
 
 def onset_errors(notes: list[ScoreNote], truth: np.ndarray,
@@ -398,6 +396,11 @@ def align_track(track: Path, destination: Path, max_cost: float) -> dict[str, An
     """
     started, cpu = time.perf_counter(), time.process_time()
     all_src, stems, notes = read_score(track)
+    warp_path = track / SCORE_DIR / WARP_FILE
+    try:
+        warp = read_warp(warp_path) if warp_path.is_file() else None
+    except ScoreError as error:
+        raise AlignSkip(str(error)) from error
     audio, seconds = read_mix(track / "mix.flac")
     chroma_a, onsets_a = audio_features(audio)
     chroma_s, onsets_s = score_features(notes)
@@ -431,18 +434,11 @@ def align_track(track: Path, destination: Path, max_cost: float) -> dict[str, An
         "audio_frames": int(chroma_a.shape[1]), "score_frames": int(chroma_s.shape[1]),
         "runtime_s": time.perf_counter() - started, "cpu_s": time.process_time() - cpu}
     report["real_time_factor"] = seconds / max(report["runtime_s"], 1e-9)
-    warp_path = track / SCORE_DIR / WARP_FILE
-    if warp_path.is_file():
-        try:
-            warp = read_warp(warp_path)
-        except ScoreError as error:
-            raise AlignSkip(str(error)) from error
+    if warp is not None:
         starts = np.array([n.start for n in notes])
-        aligned = np.interp(starts, *knots)
-        errors = onset_errors(notes, score_to_performance(starts, warp), aligned)
-        report["onset_error"] = {name: {phase: error_stats(values)
-                                        for phase, values in phases.items()}
-                                 for name, phases in errors.items()}
+        errors = onset_errors(notes, score_to_performance(starts, warp),
+                              np.interp(starts, *knots))
+        report["onset_error"] = onset_report(errors)
         report["_errors"] = errors  # per-note, for the corpus summary; not written
     return report
 
@@ -468,8 +464,8 @@ def pooled_onset_report(errors: list[dict[str, dict[str, np.ndarray]]]) -> dict[
         for name, phases in track.items():
             for phase, values in phases.items():
                 table.setdefault(name, {}).setdefault(phase, []).append(values)
-    return {name: {phase: error_stats(np.concatenate(parts)) for phase, parts in phases.items()}
-            for name, phases in sorted(table.items())}
+    return onset_report({name: {phase: np.concatenate(parts) for phase, parts in phases.items()}
+                         for name, phases in sorted(table.items())})
 
 
 def _collect(jobs: list[tuple[Path, Path]], results: Iterator[tuple[dict | None, str | None]],
@@ -484,13 +480,15 @@ def _collect(jobs: list[tuple[Path, Path]], results: Iterator[tuple[dict | None,
     errors: list[dict[str, dict[str, np.ndarray]]] = []
     skipped: list[dict[str, str]] = []
     (out / REPORT_DIR).mkdir(parents=True, exist_ok=True)
-    for (path, _), (report, reason) in tqdm(zip(jobs, results, strict=True), total=len(jobs),
+    for (path, destination), (report, reason) in tqdm(zip(jobs, results, strict=True), total=len(jobs),
                                             desc="align", unit="track",
                                             disable=not progress):
         if report is None:
             skipped.append({"track": path.name, "reason": str(reason)})
             log(f"skipped {path.name}: {reason}")
+            # nothing of an earlier run's alignment of the track is left to build from
             (out / REPORT_DIR / f"{path.name}.json").unlink(missing_ok=True)
+            shutil.rmtree(destination, ignore_errors=True)
             continue
         if "_errors" in report:
             errors.append(report.pop("_errors"))

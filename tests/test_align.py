@@ -121,6 +121,8 @@ def test_garbage_scores_are_skipped_with_a_reason(unaligned: Path, tmp_path: Pat
     corpus = tmp_path / "corpus"
     shutil.copytree(unaligned, corpus, symlinks=True)
     tracks = sorted(corpus.glob("*/Track*"))
+    # aligned once intact: a rerun that skips a track leaves nothing of it to build from
+    align_corpus(corpus, tmp_path / "out", progress=False, log=lambda line: None)
     unreadable = tracks[0] / "score" / "MIDI" / "S00.mid"
     unreadable.write_bytes(b"MThd garbage")
     # a readable score of random notes: not this audio's music
@@ -143,6 +145,7 @@ def test_garbage_scores_are_skipped_with_a_reason(unaligned: Path, tmp_path: Pat
     assert all("\n" not in r for r in reasons.values()) and len(lines) == 3
     assert summary["aligned"] == 0 and (tmp_path / "out" / SUMMARY_FILE).is_file()
     assert not [p for p in (tmp_path / "out").glob("*/Track*") if p.is_dir()]
+    assert not list((tmp_path / "out" / "alignment").iterdir())
 
 
 def test_cli_errors_name_the_path(tmp_path: Path) -> None:
