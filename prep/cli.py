@@ -19,6 +19,7 @@ def main() -> None:
     \b
     Examples:
       prep synth-slakh --preset demo --out corpus/demo
+      prep align --corpus corpus/unaligned --out corpus/aligned
       prep build-shards --instruments piano,guitar,bass
       prep verify data/
     """
@@ -43,8 +44,16 @@ def main() -> None:
               help="One SF2/SF3 file for every stem, instead of the preset's soundfont pool.")
 @click.option("--workers", type=int, default=1, show_default=True,
               help="Tracks rendered in parallel.")
+@click.option("--unaligned-scores", is_flag=True,
+              help="Also write TrackNNNNN/score/: all_src.mid and MIDI/Sxx.mid with the "
+                   "timing distorted (tempo, tempo curve, onset jitter; drawn from --seed's "
+                   "own stream) and warp.json, the true score-to-audio warp (for `prep align`).")
+@click.option("--score-bar-edits", is_flag=True,
+              help="With --unaligned-scores: each score also drops or repeats one bar "
+                   "(drawn; not the first or last).")
 def synth_slakh_command(out: Path, preset: str, tracks: int | None, seconds: float | None,
-                        seed: int | None, soundfont: Path | None, workers: int) -> None:
+                        seed: int | None, soundfont: Path | None, workers: int,
+                        unaligned_scores: bool, score_bar_edits: bool) -> None:
     """Render a demo corpus in Slakh2100's exact layout with FluidSynth.
 
     Deterministic (same options, same files) and resumable: complete tracks in OUT are kept.
@@ -53,6 +62,7 @@ def synth_slakh_command(out: Path, preset: str, tracks: int | None, seconds: flo
     Examples:
       prep synth-slakh --preset demo --out corpus/demo --workers 2
       prep synth-slakh --out corpus/mine --tracks 50 --seconds 45 --seed 7
+      prep synth-slakh --preset tiny --out corpus/unaligned --unaligned-scores
     """
     from prep.synth import SynthError, preset_settings, synth_slakh
 
@@ -70,11 +80,66 @@ def synth_slakh_command(out: Path, preset: str, tracks: int | None, seconds: flo
         for key, value in (("tracks", tracks), ("seconds", seconds), ("seed", seed)):
             if value is not None:
                 settings[key] = value
-        dirs = synth_slakh(out, soundfont=soundfont, workers=workers, **settings)
+        dirs = synth_slakh(out, soundfont=soundfont, workers=workers,
+                           unaligned_scores=unaligned_scores,
+                           score_bar_edits=score_bar_edits, **settings)
     except SynthError as error:
         raise click.ClickException(str(error)) from error
     click.echo(f"{out}: {len(dirs)} tracks of {settings['seconds']:g} s "
                f"(seed {settings['seed']})")
+
+
+# --- align: scores aligned to their audio (prep/align.py) -----------------------------------
+
+# prep.align.DEFAULT_MAX_COST, here so that `--help` answers without importing the aligner
+# (tests/test_align.py holds the two equal).
+DEFAULT_MAX_COST = 0.5
+
+
+@main.command("align", short_help="Align each track's score to its audio (synctoolbox DTW).")
+@click.option("--corpus", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Slakh-layout corpus whose tracks have score/all_src.mid and "
+                   "score/MIDI/Sxx.mid (e.g. from `prep synth-slakh --unaligned-scores`).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Aligned corpus (Slakh layout, audio symlinked, aligned MIDI), for "
+                   "`prep build-shards --slakh-root OUT`; reports in OUT/alignment/.")
+@click.option("--max-cost", type=float, default=DEFAULT_MAX_COST, show_default=True,
+              help="Skip a track whose normalised chroma cost along the DTW path (0 same "
+                   "chroma, 1 orthogonal) is above this: its score does not fit its audio.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Tracks aligned in parallel.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def align_command(corpus: Path, out: Path, max_cost: float, workers: int,
+                  no_progress: bool) -> None:
+    """Align every track's score to its mixture audio (chroma + DLNCO onset features,
+    multiresolution multiscale DTW; synctoolbox) and write a Slakh-layout corpus with the
+    score's notes moved onto the audio.
+
+    Per-track reports (cost, normalised cost, runtime, and the onset error before and after
+    against score/warp.json where the corpus has it) go to OUT/alignment/, the summary to
+    OUT/alignment.json. Tracks without a readable score or mixture, or above --max-cost, are
+    skipped with a one-line reason.
+
+    \b
+    Examples:
+      prep synth-slakh --preset tiny --out corpus/u --unaligned-scores
+      prep align --corpus corpus/u --out corpus/u-aligned
+      prep build-shards --slakh-root corpus/u-aligned --out data-aligned
+    """
+    from prep.align import AlignError, align_corpus
+
+    try:
+        summary = align_corpus(corpus, out, max_cost=max_cost, workers=workers,
+                               progress=not no_progress, log=click.echo)
+    except AlignError as error:
+        raise click.ClickException(str(error)) from error
+    line = (f"{out}: {summary['aligned']} tracks aligned, {len(summary['skipped'])} skipped, "
+            f"{summary['real_time_factor']:.1f}x real time")
+    overall = summary.get("onset_error", {}).get("overall")
+    if overall:
+        line += (f"; onset error median {overall['before']['median_s'] * 1000:.0f} ms before, "
+                 f"{overall['after']['median_s'] * 1000:.0f} ms after")
+    click.echo(line)
 
 
 # --- build-shards, index, verify, inspect: the shards (prep/build.py, prep/shards.py) -----

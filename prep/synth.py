@@ -75,6 +75,13 @@ from prep.synth_music import (
     compose_song,
     draw_variant,
 )
+from prep.unaligned import (
+    SCORE_KEY,
+    SCORE_STREAM,
+    ScoreError,
+    unaligned_settings,
+    write_unaligned_score,
+)
 
 SAMPLE_RATE = 44100  # Slakh's audio rate
 SF2_DIR, SF3_DIR = Path("/usr/share/sounds/sf2"), Path("/usr/share/sounds/sf3")
@@ -510,7 +517,8 @@ def _stem_metadata(part: Part, rng: np.random.Generator, rendered: bool,
 
 
 def render_track(out: Path, track_number: int, position: int, seconds: float, seed: int,
-                 soundfonts: Sequence[Path], effects: bool = False) -> Path:
+                 soundfonts: Sequence[Path], effects: bool = False,
+                 unaligned_scores: bool = False, score_bar_edits: bool = False) -> Path:
     """Compose, render, mix and write one track atomically; return its folder.
 
     Everything is written to a hidden temporary folder next to the final one and renamed
@@ -525,6 +533,9 @@ def render_track(out: Path, track_number: int, position: int, seconds: float, se
         seed: corpus seed; the track's generator is seeded with (seed, track_number).
         soundfonts: the pool each stem draws its soundfont (SF2/SF3 file) from.
         effects: give each stem a drawn effects chain (:mod:`prep.effects`).
+        unaligned_scores: also write ``score/`` (a score with distorted timing and its true
+            warp, :mod:`prep.unaligned`).
+        score_bar_edits: the score also drops or repeats one bar.
     """
     track_id = f"Track{track_number:05d}"
     split_dir = Path(out) / original_split(track_number)
@@ -537,7 +548,7 @@ def render_track(out: Path, track_number: int, position: int, seconds: float, se
     tmp = Path(tempfile.mkdtemp(prefix=f".{track_id}.", dir=split_dir))
     try:
         _write_track(tmp, track_id, track_number, position, seconds, seed, tuple(soundfonts),
-                     effects)
+                     effects, unaligned_scores, score_bar_edits)
         try:
             tmp.rename(final)
         except OSError:
@@ -566,7 +577,8 @@ def _render_stem(instrument: pretty_midi.Instrument, role: str, rng: np.random.G
 
 
 def _write_track(folder: Path, track_id: str, track_number: int, position: int,
-                 seconds: float, seed: int, soundfonts: tuple[Path, ...], effects: bool) -> None:
+                 seconds: float, seed: int, soundfonts: tuple[Path, ...], effects: bool,
+                 unaligned_scores: bool = False, score_bar_edits: bool = False) -> None:
     rng = np.random.default_rng([seed, track_number])
     # Render choices use their own stream: the music and plugin names of a track stay the
     # same whatever the soundfont pool and effects settings.
@@ -620,6 +632,13 @@ def _write_track(folder: Path, track_id: str, track_number: int, position: int,
         "stems": stems_meta,
         "target_peak": TARGET_PEAK_DB,
     }
+    if unaligned_scores:  # its own generator stream: nothing above changes
+        try:
+            metadata[SCORE_KEY] = write_unaligned_score(
+                folder, np.random.default_rng([seed, track_number, SCORE_STREAM]),
+                f"{track_id} (seed {seed})", bar_edits=score_bar_edits)
+        except ScoreError as error:
+            raise SynthError(str(error)) from error
     with open(folder / "metadata.yaml", "w") as f:
         yaml.safe_dump(metadata, f, sort_keys=True, default_flow_style=False)
 
@@ -678,7 +697,8 @@ def soundfont_pool(soundfont: Path | None, soundfonts: Sequence[Path] | None) ->
 def synth_slakh(out: Path, tracks: int, seconds: float, seed: int,
                 soundfont: Path | None = None, workers: int = 1,
                 progress: bool = True, soundfonts: Sequence[Path] | None = None,
-                effects: bool = False) -> list[Path]:
+                effects: bool = False, unaligned_scores: bool = False,
+                score_bar_edits: bool = False) -> list[Path]:
     """Render a Slakh2100-layout corpus (see the module docstring); return track folders.
 
     Complete tracks already in ``out`` are kept (a rerun resumes an interrupted one).
@@ -694,6 +714,11 @@ def synth_slakh(out: Path, tracks: int, seconds: float, seed: int,
         soundfonts: the pool each stem draws its font from; default
             ``/usr/share/sounds/sf2/FluidR3_GM.sf2`` alone.
         effects: run every stem through a drawn effects chain (:mod:`prep.effects`).
+        unaligned_scores: also write every track's ``score/`` folder: a score MIDI with
+            distorted timing and the true warp to the audio (:mod:`prep.unaligned`; drawn
+            from the corpus seed's own stream, so the rest of the corpus is unchanged).
+        score_bar_edits: each score also drops or repeats one bar (needs
+            ``unaligned_scores``).
 
     Raises:
         SynthError: missing or unusable soundfont, bad arguments, or ``out`` rendered with
@@ -703,6 +728,8 @@ def synth_slakh(out: Path, tracks: int, seconds: float, seed: int,
         raise SynthError(f"--seconds must be 0.5-3600, got {seconds}")
     if workers < 1:
         raise SynthError(f"--workers must be >= 1, got {workers}")
+    if score_bar_edits and not unaligned_scores:
+        raise SynthError("--score-bar-edits needs --unaligned-scores")
     pool = soundfont_pool(soundfont, soundfonts)
     numbers = choose_track_numbers(tracks)
     out = Path(out)
@@ -712,18 +739,28 @@ def synth_slakh(out: Path, tracks: int, seconds: float, seed: int,
         "loudness": LOUDNESS, "fluidsynth": fluidsynth_version(), "sample_rate": SAMPLE_RATE}
     if effects:
         config["pedalboard"] = pedalboard_version()
+    if unaligned_scores:  # only when on: a default corpus keeps its synth_slakh.json
+        config["unaligned_scores"] = unaligned_settings(score_bar_edits)
     _check_config(out, config)
     # Always in worker processes, even for one worker: a render in the caller's process would
     # inherit its threads and floating-point state (torch, OpenMP), which move samples by one
     # 16-bit step (see "Deterministic" above).
     executor = get_reusable_executor(max_workers=workers, env={"OMP_NUM_THREADS": "1"})
     futures = [executor.submit(render_track, out, n, k, float(seconds), seed, tuple(pool),
-                               effects) for k, n in enumerate(numbers)]
+                               effects, unaligned_scores, score_bar_edits)
+               for k, n in enumerate(numbers)]
     done: list[Path] = []
-    with tqdm(total=len(futures), desc="synth-slakh", unit="track", disable=not progress) as bar:
-        for future in as_completed(futures):
-            done.append(future.result())
-            bar.update()
+    try:
+        with tqdm(total=len(futures), desc="synth-slakh", unit="track",
+                  disable=not progress) as bar:
+            for future in as_completed(futures):
+                done.append(future.result())
+                bar.update()
+    finally:
+        # Left running, this process-wide executor is what joblib.Parallel (build-shards
+        # --workers N) would pick up in this process, without the temp-folder manager joblib
+        # gives its own: build_shards after synth_slakh in one process failed.
+        executor.shutdown(wait=True)
     return sorted(done, key=lambda p: p.name)
 
 
