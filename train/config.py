@@ -70,7 +70,8 @@ class ConfigError(ValueError):
 
 MIXTURE_NORMS = ("none", "mixture")
 KEEP_CHECKPOINT = ("best", "last")
-LR_BATCH_RULES = ("none", "sqrt", "linear")
+# train.lr_batch_rule: the power p of (global batch / lr_reference_batch) that scales train.lr
+LR_BATCH_RULES = {"none": 0.0, "sqrt": 0.5, "linear": 1.0}
 
 
 @dataclass(frozen=True)
@@ -194,7 +195,7 @@ class TrainConfig:
             )
         if self.lr_batch_rule not in LR_BATCH_RULES:
             raise ConfigError(
-                f"TrainConfig.lr_batch_rule must be one of {LR_BATCH_RULES}, "
+                f"TrainConfig.lr_batch_rule must be one of {tuple(LR_BATCH_RULES)}, "
                 f"got {self.lr_batch_rule!r}"
             )
         for name in ("batch_size", "max_epochs", "steps_per_epoch", "val_windows", "window_frames",
@@ -225,7 +226,7 @@ class TrainConfig:
         >>> TrainConfig(batch_size=8, lr_batch_rule="linear").scaled_lr(world_size=2)
         0.002
         """
-        power = {"none": 0.0, "sqrt": 0.5, "linear": 1.0}[self.lr_batch_rule]
+        power = LR_BATCH_RULES[self.lr_batch_rule]
         return self.lr * (self.batch_size * world_size / self.lr_reference_batch) ** power
 
 

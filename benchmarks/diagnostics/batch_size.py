@@ -27,9 +27,12 @@ from benchmarks.common import ROOT, add_json_option, description, machine, write
 
 def parse_arm(text: str) -> tuple[int, str]:
     """``"32:sqrt"`` -> ``(32, "sqrt")``."""
+    from train.config import LR_BATCH_RULES  # torch-free
+
     batch, _, rule = text.partition(":")
-    if not batch.isdigit() or rule not in ("none", "sqrt", "linear"):
-        raise argparse.ArgumentTypeError(f"an arm is BATCH:RULE (RULE none|sqrt|linear), got {text!r}")
+    if not batch.isdigit() or rule not in LR_BATCH_RULES:
+        raise argparse.ArgumentTypeError(
+            f"an arm is BATCH:RULE (RULE {'|'.join(LR_BATCH_RULES)}), got {text!r}")
     return int(batch), rule
 
 
