@@ -28,6 +28,12 @@ Output, for each track aligned::
         all_src.mid, MIDI/    the aligned score
     ALIGNED/alignment/TrackNNNNN.json   the track's report
     ALIGNED/alignment.json              the summary: settings, reports' totals, skipped tracks
+    ALIGNED/synth_slakh.json            a copy of the corpus's, where it has one (a rendered
+                                        corpus stays one: data cards describe its render)
+
+``prep build-shards`` records where its corpus's timing came from in the shards' checksummed
+root attribute ``score_timing`` (:func:`score_timing`): the corpus's own MIDI, or this
+aligner with its settings, track counts and pooled onset errors; the data card prints it.
 
 Confidence: ``normalised_cost`` is the mean over the path of the chroma cost 1 - <a, s>
 between the audio's and the score's l2-normalised quantised chroma (0 identical, 1
@@ -76,6 +82,8 @@ DEFAULT_MAX_COST = 0.5  # tracks whose normalised path cost exceeds this are ski
 ONSET_TOLERANCE_S = 0.05  # "within 50 ms" of the onset-error report
 REPORT_DIR = "alignment"
 SUMMARY_FILE = "alignment.json"
+SYNTH_CONFIG_FILE = "synth_slakh.json"  # prep.build's: a rendered corpus's settings
+METHOD = "synctoolbox MrMsDTW on chroma and DLNCO onset features"
 # The pitches of the features (synctoolbox's default is 21-108). Its filterbank runs bands
 # 96-108 at 22.05 kHz, five times the rate of 60-95, which made them ~60 % of the audio
 # features' time; above B6 the audio holds harmonics more than the score's fundamentals.
@@ -499,7 +507,8 @@ def _collect(jobs: list[tuple[Path, Path]], results: Iterator[tuple[dict | None,
 
 
 def align_corpus(corpus: Path, out: Path, max_cost: float = DEFAULT_MAX_COST, workers: int = 1,
-                 progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
+                 progress: bool = True, log: Callable[[str], None] = print,
+                 allow_empty: bool = False) -> dict[str, Any]:
     """Align every track of a Slakh-layout ``corpus`` (each with ``score/``) into ``out``;
     return the summary written to ``out/alignment.json``.
 
@@ -511,10 +520,13 @@ def align_corpus(corpus: Path, out: Path, max_cost: float = DEFAULT_MAX_COST, wo
         workers: tracks aligned in parallel (processes).
         progress: show a progress bar.
         log: where the skipped tracks and the summary lines go.
+        allow_empty: a corpus folder without track folders gives an empty aligned corpus
+            (a pipeline whose corpus stage rendered nothing, ``corpus.preset: none``), not an
+            error.
 
     Raises:
-        AlignError: no corpus folder, no tracks, ``out`` inside the corpus, bad options, or
-            synctoolbox missing.
+        AlignError: no corpus folder, no tracks (unless ``allow_empty``), ``out`` inside the
+            corpus, bad options, or synctoolbox missing.
     """
     corpus, out = Path(corpus), Path(out)
     if not corpus.is_dir():
@@ -529,10 +541,16 @@ def align_corpus(corpus: Path, out: Path, max_cost: float = DEFAULT_MAX_COST, wo
         tracks = find_tracks(corpus)
     except (SlakhError, OSError) as error:
         raise AlignError(str(error)) from error
-    if not tracks:
+    if not tracks and not allow_empty:
         raise AlignError(f"{corpus}: no track folders (TrackNNNNN/) found")
-    _import_synctoolbox()
-    design_filters_once()
+    out.mkdir(parents=True, exist_ok=True)
+    if (corpus / SYNTH_CONFIG_FILE).is_file():
+        shutil.copyfile(corpus / SYNTH_CONFIG_FILE, out / SYNTH_CONFIG_FILE)
+    else:
+        (out / SYNTH_CONFIG_FILE).unlink(missing_ok=True)
+    if tracks:
+        _import_synctoolbox()
+        design_filters_once()
 
     jobs = [(t.path, out / t.folder_split / t.track_id if t.folder_split else out / t.track_id)
             for t in tracks]
@@ -553,7 +571,7 @@ def align_corpus(corpus: Path, out: Path, max_cost: float = DEFAULT_MAX_COST, wo
             executor.shutdown(wait=True)
     seconds = sum(r["seconds"] for r in reports)
     summary = {
-        "corpus": str(corpus), "settings": {
+        "corpus": str(corpus), "method": METHOD, "settings": {
             "feature_rate": FEATURE_RATE, "audio_rate": AUDIO_RATE,
             "step_weights": list(STEP_WEIGHTS), "threshold_rec": THRESHOLD_REC,
             "max_cost": max_cost, "workers": workers},
@@ -567,3 +585,32 @@ def align_corpus(corpus: Path, out: Path, max_cost: float = DEFAULT_MAX_COST, wo
         summary["onset_error"] = pooled_onset_report(errors)
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
     return summary
+
+
+def score_timing(corpus: Path) -> dict[str, Any]:
+    """Where the timing of ``corpus``'s MIDI comes from, as the shards record it (no paths).
+
+    ``{"source": "corpus MIDI"}`` for a corpus without ``alignment.json`` (Slakh2100 and
+    ``prep synth-slakh`` corpora: the audio was rendered from that MIDI); for one written by
+    :func:`align_corpus`: ``source: "prep align"``, the method and settings, the tracks
+    aligned and skipped, and, where the true warp was known, the pooled overall onset error
+    (median and 90th percentile in seconds, share within 50 ms) before and after.
+
+    Raises:
+        AlignError: an ``alignment.json`` that cannot be read.
+    """
+    path = Path(corpus) / SUMMARY_FILE
+    if not path.is_file():
+        return {"source": "corpus MIDI"}
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+        timing = {"source": "prep align", "method": summary.get("method", METHOD),
+                  "settings": summary["settings"], "tracks_aligned": summary["aligned"],
+                  "tracks_skipped": len(summary["skipped"])}
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise AlignError(f"{path}: unreadable alignment summary ({error}); rerun `prep "
+                         "align`") from error
+    overall = (summary.get("onset_error") or {}).get("overall")
+    if overall:
+        timing["onset_error"] = overall
+    return timing

@@ -98,6 +98,7 @@ import soundfile as sf
 
 from prep import __version__ as PACKAGE_VERSION
 from prep import features
+from prep.align import AlignError, score_timing
 from prep.atomic import atomic_write_text
 from prep.cluster import ClusterError
 from prep.defects import DefectCollector, apply_report, write_report
@@ -1201,8 +1202,13 @@ def build_shards(
 
     # Shard content never names a place: the corpus by what it is, a custom instrument map by
     # its file name; where they were is provenance (build records and manifest, not checksummed).
+    try:
+        timing = score_timing(slakh_root)  # the corpus's MIDI, or `prep align`'s
+    except AlignError as exc:
+        raise BuildError(str(exc)) from exc
     source = {
         "source_corpus": corpus_label(slakh_root),
+        "score_timing": timing,
         "split_scheme": split_scheme,
         "stems_mode": stems,
         "resample_filter": f"{RESAMPLER_LIBRARY[resample_filter]} {resample_filter}",

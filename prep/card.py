@@ -686,6 +686,30 @@ def _stems_sentence(ctx: _Context) -> str:
     return f"per-instrument source audio (stems) is stored for {splits}."
 
 
+def score_timing_text(timing: Any) -> str:
+    """One sentence on the shards' ``score_timing`` root attribute (see prep.align)."""
+    if not isinstance(timing, Mapping):  # shards built before the attribute existed
+        return "the corpus's own MIDI (not recorded by the build; it predates `score_timing`)."
+    if timing.get("source") != "prep align":
+        return ("the corpus's own MIDI, aligned to the audio by construction (the audio was "
+                "rendered from it).")
+    settings = timing.get("settings") or {}
+    text = (f"scores aligned to the audio by `prep align` ({timing.get('method')}, "
+            f"{settings.get('feature_rate')} frames/s, tracks above a normalised chroma cost "
+            f"of {settings.get('max_cost')} skipped): {timing.get('tracks_aligned')} tracks "
+            f"aligned, {timing.get('tracks_skipped')} skipped.")
+    error = timing.get("onset_error") or {}
+    before, after = error.get("before") or {}, error.get("after") or {}
+    if after.get("notes"):
+        def figures(stats: Mapping[str, Any]) -> str:
+            return (f"median {1000 * stats['median_s']:.0f} ms, 90th percentile "
+                    f"{1000 * stats['p90_s']:.0f} ms, {100 * stats['within_50ms']:.0f} % within "
+                    "50 ms")
+        text += (f" Onset error against the true warp, all {after['notes']} notes: "
+                 f"{figures(after)} (the unaligned score: {figures(before)}).")
+    return text
+
+
 def _source_section(ctx: _Context) -> list[str]:
     lines = ["## Source and attribution", ""]
     if ctx.corpus.synthetic:
@@ -741,6 +765,8 @@ def _source_section(ctx: _Context) -> list[str]:
         if ctx.uses_patch_names else ""
     )
     filt = str(ctx.source.get("resample_filter", "soxr_hq"))
+    lines += [f"**Score timing** (the MIDI the rolls and masks come from): "
+              f"{score_timing_text(ctx.source.get('score_timing'))}", ""]
     lines += [
         "**What scorecritic changed** (the build, `prep/build.py`):",
         "",

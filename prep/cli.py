@@ -108,9 +108,12 @@ DEFAULT_MAX_COST = 0.5
                    "chroma, 1 orthogonal) is above this: its score does not fit its audio.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Tracks aligned in parallel.")
+@click.option("--allow-empty", is_flag=True,
+              help="A corpus without track folders gives an empty aligned corpus, not an "
+                   "error (a pipeline whose corpus stage rendered nothing).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def align_command(corpus: Path, out: Path, max_cost: float, workers: int,
-                  no_progress: bool) -> None:
+                  allow_empty: bool, no_progress: bool) -> None:
     """Align every track's score to its mixture audio (chroma + DLNCO onset features,
     multiresolution multiscale DTW; synctoolbox) and write a Slakh-layout corpus with the
     score's notes moved onto the audio.
@@ -118,7 +121,8 @@ def align_command(corpus: Path, out: Path, max_cost: float, workers: int,
     Per-track reports (cost, normalised cost, runtime, and the onset error before and after
     against score/warp.json where the corpus has it) go to OUT/alignment/, the summary to
     OUT/alignment.json. Tracks without a readable score or mixture, or above --max-cost, are
-    skipped with a one-line reason.
+    skipped with a one-line reason. Shards built from OUT record the alignment in their
+    score_timing attribute, and their data card prints it.
 
     \b
     Examples:
@@ -130,7 +134,8 @@ def align_command(corpus: Path, out: Path, max_cost: float, workers: int,
 
     try:
         summary = align_corpus(corpus, out, max_cost=max_cost, workers=workers,
-                               progress=not no_progress, log=click.echo)
+                               progress=not no_progress, log=click.echo,
+                               allow_empty=allow_empty)
     except AlignError as error:
         raise click.ClickException(str(error)) from error
     line = (f"{out}: {summary['aligned']} tracks aligned, {len(summary['skipped'])} skipped, "

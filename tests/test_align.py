@@ -11,6 +11,7 @@ import json
 import shutil
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pretty_midi
 import pytest
@@ -25,7 +26,7 @@ from prep.unaligned import SCORE_KEY, ScoreError, read_warp, score_to_performanc
 
 pytest.importorskip("synctoolbox")
 
-from prep.align import DEFAULT_MAX_COST, SUMMARY_FILE, align_corpus  # noqa: E402
+from prep.align import DEFAULT_MAX_COST, SUMMARY_FILE, align_corpus, score_timing  # noqa: E402
 
 TRACKS, SECONDS, SEED = 3, 8.0, 0
 
@@ -110,11 +111,27 @@ def test_align_brings_onsets_onto_the_audio(aligned: tuple[Path, dict]) -> None:
 def test_aligned_corpus_builds_shards(aligned: tuple[Path, dict], tmp_path: Path) -> None:
     """With 2 workers, in the process that rendered and aligned (synth_slakh's executor once
     made joblib's workers fail here)."""
-    out, _ = aligned
+    out, summary = aligned
     manifest = build_shards(out, tmp_path / "data", ["piano", "guitar", "bass"], workers=2,
                             shard_size_mb=0.5, progress=False, log=lambda line: None)
     assert manifest.skipped == [] or all("instrument" in s["reason"] for s in manifest.skipped)
     assert manifest.n_tracks + len(manifest.skipped) == TRACKS and manifest.n_tracks >= 1
+
+    # the shards say which alignment made their scores; the data card prints it
+    timing = manifest.source["score_timing"]
+    after = summary["onset_error"]["overall"]["after"]
+    assert timing["source"] == "prep align" and timing["tracks_aligned"] == TRACKS
+    assert timing["onset_error"]["after"] == after and str(out) not in json.dumps(timing)
+    assert score_timing(tmp_path) == {"source": "corpus MIDI"}  # a corpus without alignment.json
+    with h5py.File(tmp_path / "data" / manifest.shards[0].path) as handle:
+        assert json.loads(handle.attrs["score_timing"]) == timing
+    card = tmp_path / "card.md"
+    assert CliRunner().invoke(main, ["card", str(tmp_path / "data"), "--out", str(card)]
+                              ).exit_code == 0
+    text = card.read_text()
+    assert "synthetic demo corpus" in text  # the render's settings travel with the alignment
+    assert ("scores aligned to the audio by `prep align`" in text
+            and f"median {1000 * after['median_s']:.0f} ms" in text)
 
 
 def test_garbage_scores_are_skipped_with_a_reason(unaligned: Path, tmp_path: Path) -> None:
@@ -161,6 +178,11 @@ def test_cli_errors_name_the_path(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["align", "--corpus", str(empty), "--out",
                                        str(empty / "inside")])
     assert result.exit_code != 0 and "outside the corpus" in result.output
+    # a pipeline whose corpus stage rendered nothing (corpus.preset: none)
+    result = CliRunner().invoke(main, ["align", "--corpus", str(empty), "--out",
+                                       str(tmp_path / "out"), "--allow-empty", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "out" / SUMMARY_FILE).read_text())["aligned"] == 0
 
 
 def test_cli_default_max_cost_is_the_aligners() -> None:
