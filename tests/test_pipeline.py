@@ -67,7 +67,7 @@ def test_every_stage_of_the_paper_and_our_recipe_is_declared(pipeline: Path) -> 
 
     with Repo(str(pipeline)) as repo:
         names = {stage.name for stage in repo.index.stages}
-    assert {"corpus", "shards", "step1", "baseline", "supervised", "evaluate"} <= names
+    assert {"corpus", "align", "shards", "step1", "baseline", "supervised", "evaluate"} <= names
     assert STEP2 | STEP3 <= names
     assert _status(pipeline) == {}
 
@@ -94,6 +94,9 @@ def _set(cwd: Path, path: str, value) -> None:
         ("steps.step2.loss.beta2", 0.01, STEP2),
         ("steps.supervised.train.max_epochs", 5, {"supervised"}),
         ("evaluate.segment_seconds", 2.0, {"evaluate"}),
+        # the aligned-score variant: one switch rebuilds the shards (and, as their bytes
+        # change, all that follows)
+        ("corpus.slakh_root", "corpus/demo-aligned", {"shards", "shards-stems"}),
     ],
 )
 def test_a_parameter_change_invalidates_only_its_stages(
