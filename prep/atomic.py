@@ -19,6 +19,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -50,10 +51,50 @@ _WRITE_CAUSES = {
 }
 
 
-def partial_path(path: Path) -> Path:
-    """The temporary name of ``path`` while it is being written: ``.<name>.partial``."""
+def partial_path(path: Path, writer: str | None = None) -> Path:
+    """The temporary name of ``path`` while it is being written: ``.<name>.partial``, or, for
+    a file that two processes may write at once, ``.<head>.<writer>.<rest>.partial`` (``name``
+    = ``<head>.<rest>``; ``writer`` from :func:`writer_token`).
+
+    A Dask task whose worker was declared dead may still be running when its retry starts
+    elsewhere: each writes its own temporary file and renames it whole (the bytes are the
+    same), instead of both truncating one file.
+
+    >>> partial_path(Path("data/train/train-00003.h5")).name
+    '.train-00003.h5.partial'
+    >>> partial_path(Path("data/train/train-00003.h5"), "4242-0a1b2c3d").name
+    '.train-00003.4242-0a1b2c3d.h5.partial'
+    """
     path = Path(path)
-    return path.with_name(f".{path.name}{PARTIAL_SUFFIX}")
+    if writer is None:
+        return path.with_name(f".{path.name}{PARTIAL_SUFFIX}")
+    if not _WRITER_TOKEN.fullmatch(writer):
+        raise ValueError(f"writer token must look like PID-8HEX, got {writer!r}")
+    head, dot, rest = path.name.partition(".")
+    return path.with_name(f".{head}.{writer}{dot}{rest}{PARTIAL_SUFFIX}")
+
+
+_WRITER_TOKEN = re.compile(r"\d+-[0-9a-f]{8}")
+
+
+def writer_token() -> str:
+    """This writer's part of a :func:`partial_path`: the process id and 32 random bits."""
+    return f"{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def final_name(partial: Path) -> str | None:
+    """The file name a temporary file of :func:`partial_path` becomes; None for another file.
+
+    >>> final_name(Path(".train-00003.4242-0a1b2c3d.h5.partial"))
+    'train-00003.h5'
+    """
+    name = Path(partial).name
+    if not (name.startswith(".") and name.endswith(PARTIAL_SUFFIX)):
+        return None
+    inner = name[1:-len(PARTIAL_SUFFIX)]
+    head, _, rest = inner.partition(".")
+    token, _, tail = rest.partition(".")
+    return f"{head}.{tail}" if _WRITER_TOKEN.fullmatch(token) and tail else inner
 
 
 def discard(path: Path) -> None:
@@ -93,6 +134,7 @@ def atomic_write(
     *,
     fault: str | None = None,
     action: str = "cannot write",
+    own_temp: bool = False,
 ) -> Path:
     """Write ``path`` whole or not at all: ``write(handle)`` fills a temporary file in the same
     folder, which is fsynced and renamed over ``path``.
@@ -102,13 +144,15 @@ def atomic_write(
         write: called once with a binary file handle.
         fault: a :mod:`prep.faults` point hit between the fsync and the rename (tests).
         action: the start of the error message, e.g. "cannot write manifest".
+        own_temp: a temporary file of this writer's own (:func:`partial_path` with a
+            :func:`writer_token`), for files that two processes may write at once.
 
     Raises:
         ShardWriteError: the write or rename failed (the message names ``path`` and the cause);
             any other exception from ``write`` propagates. The temporary file is removed.
     """
     path = Path(path)
-    temp = partial_path(path)
+    temp = partial_path(path, writer_token() if own_temp else None)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(temp, "wb") as handle:
@@ -129,7 +173,9 @@ def atomic_write(
 
 
 def atomic_write_text(
-    path: Path, text: str, *, fault: str | None = None, action: str = "cannot write"
+    path: Path, text: str, *, fault: str | None = None, action: str = "cannot write",
+    own_temp: bool = False,
 ) -> Path:
     """:func:`atomic_write` of UTF-8 text."""
-    return atomic_write(path, lambda f: f.write(text.encode("utf-8")), fault=fault, action=action)
+    return atomic_write(path, lambda f: f.write(text.encode("utf-8")), fault=fault, action=action,
+                        own_temp=own_temp)

@@ -99,7 +99,7 @@ import soundfile as sf
 from prep import __version__ as PACKAGE_VERSION
 from prep import features
 from prep.align import AlignError, score_timing
-from prep.atomic import atomic_write_text
+from prep.atomic import PARTIAL_SUFFIX, atomic_write_text, final_name
 from prep.cluster import ClusterError
 from prep.defects import DefectCollector, apply_report, write_report
 from prep.faults import fault_point
@@ -124,7 +124,6 @@ from prep.shards import (
     discard,
     list_shard_files,
     manifest_from_shards,
-    partial_path,
     plan_problems,
     read_build_record,
     sha256_file,
@@ -768,7 +767,8 @@ class ShardOutcome:
 def _write_json_atomic(path: Path, content: Any) -> None:
     """A build record, whole or not at all (:func:`prep.atomic.atomic_write_text`)."""
     text = json.dumps(content, indent=1, sort_keys=True) + "\n"
-    atomic_write_text(path, text, fault="record-write", action="cannot write build record")
+    atomic_write_text(path, text, fault="record-write", action="cannot write build record",
+                      own_temp=True)  # a Dask task and its retry may write it at once
 
 
 @dataclass(frozen=True)
@@ -1096,6 +1096,15 @@ def parse_part(text: str) -> tuple[int, int]:
     return index, count
 
 
+def _partials(shard: ShardPlan, out: Path) -> list[Path]:
+    """Temporary files of the shard and its build record left by interrupted writers."""
+    names = {shard.path(out).name, shard.record_path(out).name}
+    folder = shard.path(out).parent
+    if not folder.is_dir():
+        return []
+    return [p for p in sorted(folder.glob(f".*{PARTIAL_SUFFIX}")) if final_name(p) in names]
+
+
 def _stale_files(out: Path, shards: Sequence[ShardPlan]) -> list[Path]:
     """Shard files, partials and build records that the plan does not name."""
     planned = {s.name for s in shards}
@@ -1105,9 +1114,7 @@ def _stale_files(out: Path, shards: Sequence[ShardPlan]) -> list[Path]:
         if not folder.is_dir():
             continue
         for path in sorted(folder.iterdir()):
-            name = path.name[1:-len(".partial")] if (
-                path.name.startswith(".") and path.name.endswith(".partial")) else path.name
-            match = SHARD_NAME_RE.match(name)
+            match = SHARD_NAME_RE.match(final_name(path) or path.name)
             if match and f"{match.group(1)}-{match.group(2)}" not in planned:
                 stale.append(path)
     return stale
@@ -1314,7 +1321,7 @@ def _build_locked(
         path.unlink()
         say(f"removed stale {path} (not in the current plan)")
     for shard in todo:
-        for path in (shard.path(out), shard.record_path(out), partial_path(shard.path(out))):
+        for path in (shard.path(out), shard.record_path(out), *_partials(shard, out)):
             path.unlink(missing_ok=True)
     if outcomes:
         say(f"resuming: {len(outcomes)} finished shard(s) kept, {len(todo)} to build")

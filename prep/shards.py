@@ -126,6 +126,7 @@ from prep.atomic import (  # noqa: F401  (re-exported: part of the format's publ
     fsync_folder,
     partial_path,
     write_error,
+    writer_token,
 )
 from prep.faults import fault_point
 from prep.features import (
@@ -381,7 +382,8 @@ class ShardWriter:
             w.add_track(TrackArrays(...))
         record = w.record
 
-    The file is written as ``.<name>.partial`` next to the final name; a clean exit flushes,
+    The file is written as ``.<stem>.<writer>.h5.partial`` next to the final name (the
+    writer's own temporary file, :func:`prep.atomic.partial_path`); a clean exit flushes,
     fsyncs and renames it (``close()`` returns the :class:`ShardRecord`), an exception deletes
     it. ``path`` must be ``OUT/<split>/<file>.h5`` (the manifest stores ``<split>/<file>.h5``).
     The bytes are a deterministic function of the inputs (no timestamps), so rebuilding gives
@@ -417,7 +419,7 @@ class ShardWriter:
         self.layout = layout
         self.record: ShardRecord | None = None
         self._tracks: list[TrackEntry] = []
-        self._temp = partial_path(self.path)
+        self._temp = partial_path(self.path, writer_token())  # its own: see partial_path
         self._file: h5py.File | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)

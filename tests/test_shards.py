@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import multiprocessing.synchronize
 import os
 import pickle
 import time
@@ -249,6 +250,41 @@ def test_writer_places_chunks_in_the_order_they_are_written(tmp_path: Path) -> N
     assert len(offsets) == 12 and offsets == sorted(offsets)
 
 
+def _write_alongside(out: Path, tracks: list[S.TrackArrays],
+                     barrier: multiprocessing.synchronize.Barrier,
+                     results: multiprocessing.Queue) -> None:
+    """Open the shard, wait until the other writer has opened it too, then write it whole."""
+    try:
+        with S.ShardWriter(S.shard_path(out, "train", 0), split="train", instruments=INSTRUMENTS,
+                           feature_params=F.FeatureParams(), source=SOURCE) as writer:
+            barrier.wait(timeout=60)
+            for track in tracks:
+                writer.add_track(track)
+        results.put(writer.record.sha256)
+    except Exception as error:  # reported to the test, which names it
+        barrier.abort()
+        results.put(f"failed: {type(error).__name__}: {error}")
+
+
+def test_two_writers_of_one_shard_at_once_each_write_it_whole(tmp_path: Path) -> None:
+    # A Dask task whose worker was declared dead can still be running when its retry starts:
+    # both write the same shard. Each has its own temporary file; the shard is whole.
+    context = multiprocessing.get_context("fork")
+    barrier, queue = context.Barrier(2), context.Queue()
+    # features computed here: torch's thread pool does not survive a fork
+    tracks = [make_track(f"Track0000{k + 1}", 48000, k) for k in range(3)]
+    writers = [context.Process(target=_write_alongside, args=(tmp_path, tracks, barrier, queue))
+               for _ in range(2)]
+    for process in writers:
+        process.start()
+    results = [queue.get(timeout=120) for _ in writers]
+    for process in writers:
+        process.join(timeout=60)
+    final = S.shard_path(tmp_path, "train", 0)
+    assert results[0] == results[1] == S.sha256_file(final), results
+    assert not list(tmp_path.rglob("*.partial"))
+
+
 def test_writer_atomicity_on_exception(tmp_path: Path) -> None:
     final = S.shard_path(tmp_path, "train", 0)
     with pytest.raises(RuntimeError, match="boom"):
@@ -257,9 +293,11 @@ def test_writer_atomicity_on_exception(tmp_path: Path) -> None:
             source=SOURCE,
         ) as writer:  # fmt: skip
             writer.add_track(make_track("Track00001", 16000, 0))
-            assert S.partial_path(final).exists() and not final.exists()
+            assert writer._temp.exists() and not final.exists()
+            assert writer._temp.name.startswith(".train-00000.") and writer._temp.name.endswith(
+                ".h5.partial")
             raise RuntimeError("boom")
-    assert not final.exists() and not S.partial_path(final).exists()
+    assert not final.exists() and not writer._temp.exists()
     assert list((tmp_path / "train").iterdir()) == []
 
 
