@@ -1,8 +1,10 @@
-"""Can a cheap step after ``prep align``'s DTW bring more onsets within 50 ms of the truth?
+"""What brought ``prep align``'s onsets within 50 ms of the truth, and what did not.
 
-Two refinements of the warp, each scored like ``benchmarks/perf/align_speed.py`` (onset
-error of every score note against the true warp: median, 90th percentile, share within
-50 ms, per instrument class and overall), beside the DTW path as ``prep align`` uses it:
+Arms, each scored like ``benchmarks/perf/align_speed.py`` (onset error of every score note
+against the true warp: median, 90th percentile, share within 50 ms, per instrument class and
+overall): the DTW on chroma and DLNCO alone (synctoolbox's design, ``prep align``'s first
+version), two refinements of that path, and ``prep align`` as it is (plus its broadband onset
+row). The refinements:
 
 * **snap**: each distinct score onset with pitched notes, once warped, moves to the audio
   onset (synctoolbox's per-pitch onset peaks, ``audio_to_pitch_onset_features``) within
@@ -35,9 +37,9 @@ SMOOTH_WINDOWS_S = (0.1, 0.2, 0.4, 0.8, 1.6)
 GRID_S = 0.01
 
 
-def track_inputs(track: Path) -> dict[str, Any]:
-    """A track's score notes, DTW knots (as prep align computes them), the audio's per-pitch
-    onset peaks and every note's true performance onset."""
+def track_inputs(track: Path, with_onset_row: bool) -> dict[str, Any]:
+    """A track's score notes, DTW knots (as prep align computes them, or without its
+    broadband onset row), the audio's per-pitch onset peaks and every note's true onset."""
     from synctoolbox.feature.pitch_onset import audio_to_pitch_onset_features
 
     import prep.align as A
@@ -45,11 +47,12 @@ def track_inputs(track: Path) -> dict[str, Any]:
 
     _, _, notes = A.read_score(track)
     audio, _ = A.read_mix(track / "mix.flac")
-    chroma_a, onsets_a = A.audio_features(audio)
     with contextlib.redirect_stdout(io.StringIO()), A._shared_filtering():
         peaks = audio_to_pitch_onset_features(f_audio=audio, Fs=A.AUDIO_RATE,
                                               midi_min=A.MIDI_LOW, midi_max=A.MIDI_HIGH)
-    chroma_s, onsets_s = A.score_features(notes)
+    chroma_a, onsets_a, chroma_s, onsets_s = A.dtw_features(audio, notes)
+    if not with_onset_row:  # the first version of prep align: chroma and DLNCO only
+        onsets_a, onsets_s = onsets_a[:12], onsets_s[:12]
     knots = A.path_knots(A.dtw_path(chroma_a, onsets_a, chroma_s, onsets_s))
     starts = np.array([n.start for n in notes])
     truth = score_to_performance(starts, read_warp(track / SCORE_DIR / WARP_FILE))
@@ -142,14 +145,17 @@ def main() -> None:
     from prep.slakh import find_tracks
 
     A.design_filters_once()
-    tracks = [track_inputs(t.path) for t in find_tracks(args.corpus)]
-    arms = {"dtw (prep align)": [np.interp(d["starts"], *d["knots"]) for d in tracks],
-            f"snap {args.window:g} s": [snapped(d, args.window, args.agree) for d in tracks]}
+    found = find_tracks(args.corpus)
+    base = [track_inputs(t.path, with_onset_row=False) for t in found]
+    tracks = [track_inputs(t.path, with_onset_row=True) for t in found]
+    arms = {"chroma+DLNCO": [np.interp(d["starts"], *d["knots"]) for d in base],
+            f"  snap {args.window:g} s": [snapped(d, args.window, args.agree) for d in base]}
     for seconds in SMOOTH_WINDOWS_S:
-        arms[f"smooth {seconds:g} s"] = [smoothed(d, seconds) for d in tracks]
-    figures = {name: score(tracks, aligned) for name, aligned in arms.items()}
+        arms[f"  smooth {seconds:g} s"] = [smoothed(d, seconds) for d in base]
+    arms["prep align"] = [np.interp(d["starts"], *d["knots"]) for d in tracks]
+    figures = {name: score(base, aligned) for name, aligned in arms.items()}
 
-    classes = list(figures["dtw (prep align)"])
+    classes = list(figures["prep align"])
     print(f"{len(tracks)} tracks of {args.corpus}; share of onsets within 50 ms "
           "(overall: median ms / p90 ms / share)")
     print(f"{'arm':18s} {'overall':>18s} " + " ".join(f"{c[:8]:>8s}" for c in classes[:-1]))
