@@ -90,6 +90,7 @@ SUMMARY_FILE = "alignment.json"
 SYNTH_CONFIG_FILE = "synth_slakh.json"  # prep.build's: a rendered corpus's settings
 METHOD = ("synctoolbox MrMsDTW on chroma, DLNCO and a broadband onset row "
           "(mixture spectral flux against every score note's onset)")
+METHODS = {"dtw": METHOD, "none": "none: the scores' own timing, not aligned"}
 ONSET_WEIGHT = 1.0  # the broadband onset row's scale beside DLNCO's 12 unit-norm rows
 ONSET_FFT, ONSET_HOP = 1024, 441  # its STFT at AUDIO_RATE: 46 ms frames, 50 frames/s
 ONSET_LOCAL_FRAMES = 10  # a flux peak must exceed the mean of +-10 frames by ...
@@ -459,14 +460,21 @@ def _move(midi: pretty_midi.PrettyMIDI, knots: tuple[np.ndarray, np.ndarray]
     return warp_midi(midi, knots[0], knots[1], tempo)
 
 
-def align_track(track: Path, destination: Path, max_cost: float) -> dict[str, Any]:
+def align_track(track: Path, destination: Path, max_cost: float,
+                method: str = "dtw") -> dict[str, Any]:
     """Align one track's score to its ``mix.flac`` and write the aligned track folder to
     ``destination`` (atomically); return its report.
+
+    ``method``: ``"dtw"`` aligns; ``"none"`` keeps the score's own timing (its files are
+    copied as they are: the unaligned baseline that alignment is measured against).
 
     Raises:
         AlignSkip: missing or unreadable files, or a normalised cost above ``max_cost``
             (nothing is written then).
     """
+    if method not in METHODS:
+        raise AlignError(f"unknown alignment method {method!r}; choose from "
+                         f"{', '.join(METHODS)}")
     started, cpu = time.perf_counter(), time.process_time()
     all_src, stems, notes = read_score(track)
     warp_path = track / SCORE_DIR / WARP_FILE
@@ -475,13 +483,22 @@ def align_track(track: Path, destination: Path, max_cost: float) -> dict[str, An
     except ScoreError as error:
         raise AlignSkip(str(error)) from error
     audio, seconds = read_mix(track / "mix.flac")
-    chroma_a, onsets_a, chroma_s, onsets_s = dtw_features(audio, notes)
-    path = dtw_path(chroma_a, onsets_a, chroma_s, onsets_s)
-    total, mean = path_cost(chroma_a, chroma_s, path)
-    if not mean <= max_cost:
-        raise AlignSkip(f"{track / SCORE_DIR}: alignment rejected, normalised chroma cost "
-                        f"{mean:.3f} above --max-cost {max_cost:g} (not this track's score?)")
-    knots = path_knots(path)
+    report: dict[str, Any] = {"track": track.name, "source": str(track), "seconds": seconds}
+    if method == "none":
+        knots = (np.array([0.0, 1e6]), np.array([0.0, 1e6]))  # the identity
+    else:
+        chroma_a, onsets_a, chroma_s, onsets_s = dtw_features(audio, notes)
+        path = dtw_path(chroma_a, onsets_a, chroma_s, onsets_s)
+        total, mean = path_cost(chroma_a, chroma_s, path)
+        if not mean <= max_cost:
+            raise AlignSkip(f"{track / SCORE_DIR}: alignment rejected, normalised chroma cost "
+                            f"{mean:.3f} above --max-cost {max_cost:g} (not this track's "
+                            "score?)")
+        knots = path_knots(path)
+        report.update({"cost": total, "normalised_cost": mean,
+                       "path_points": int(path.shape[1]),
+                       "audio_frames": int(chroma_a.shape[1]),
+                       "score_frames": int(chroma_s.shape[1])})
 
     destination.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{track.name}.", dir=destination.parent))
@@ -491,20 +508,23 @@ def align_track(track: Path, destination: Path, max_cost: float) -> dict[str, An
             if (track / name).exists():
                 os.symlink((track / name).resolve(), tmp / name)
         shutil.copyfile(track / METADATA_FILE, tmp / METADATA_FILE)
-        _move(all_src, knots).write(str(tmp / "all_src.mid"))
-        for key, midi in stems.items():
-            _move(midi, knots).write(str(tmp / "MIDI" / f"{key}.mid"))
+        if method == "none":
+            shutil.copyfile(track / SCORE_DIR / "all_src.mid", tmp / "all_src.mid")
+            for key in stems:
+                shutil.copyfile(track / SCORE_DIR / "MIDI" / f"{key}.mid",
+                                tmp / "MIDI" / f"{key}.mid")
+        else:
+            _move(all_src, knots).write(str(tmp / "all_src.mid"))
+            for key, midi in stems.items():
+                _move(midi, knots).write(str(tmp / "MIDI" / f"{key}.mid"))
         if destination.exists():
             shutil.rmtree(destination)
         tmp.rename(destination)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    report: dict[str, Any] = {
-        "track": track.name, "source": str(track), "seconds": seconds,
-        "cost": total, "normalised_cost": mean, "path_points": int(path.shape[1]),
-        "audio_frames": int(chroma_a.shape[1]), "score_frames": int(chroma_s.shape[1]),
-        "runtime_s": time.perf_counter() - started, "cpu_s": time.process_time() - cpu}
+    report.update({"runtime_s": time.perf_counter() - started,
+                   "cpu_s": time.process_time() - cpu})
     report["real_time_factor"] = seconds / max(report["runtime_s"], 1e-9)
     if warp is not None:
         starts = np.array([n.start for n in notes])
@@ -515,10 +535,11 @@ def align_track(track: Path, destination: Path, max_cost: float) -> dict[str, An
     return report
 
 
-def _align_one(track: Path, destination: Path, max_cost: float) -> tuple[dict | None, str | None]:
+def _align_one(track: Path, destination: Path, max_cost: float,
+               method: str) -> tuple[dict | None, str | None]:
     """``align_track`` for a worker: (report, None) or (None, the one-line skip reason)."""
     try:
-        return align_track(track, destination, max_cost), None
+        return align_track(track, destination, max_cost, method), None
     except AlignSkip as skip:
         return None, str(skip)
 
@@ -572,7 +593,7 @@ def _collect(jobs: list[tuple[Path, Path]], results: Iterator[tuple[dict | None,
 
 def align_corpus(corpus: Path, out: Path, max_cost: float = DEFAULT_MAX_COST, workers: int = 1,
                  progress: bool = True, log: Callable[[str], None] = print,
-                 allow_empty: bool = False) -> dict[str, Any]:
+                 allow_empty: bool = False, method: str = "dtw") -> dict[str, Any]:
     """Align every track of a Slakh-layout ``corpus`` (each with ``score/``) into ``out``;
     return the summary written to ``out/alignment.json``.
 
@@ -584,6 +605,8 @@ def align_corpus(corpus: Path, out: Path, max_cost: float = DEFAULT_MAX_COST, wo
         workers: tracks aligned in parallel (processes).
         progress: show a progress bar.
         log: where the skipped tracks and the summary lines go.
+        method: ``"dtw"`` (align) or ``"none"`` (keep the scores' timing: the unaligned
+            baseline, in the same layout and with the same reports).
         allow_empty: a corpus folder without track folders gives an empty aligned corpus
             (a pipeline whose corpus stage rendered nothing, ``corpus.preset: none``), not an
             error.
@@ -599,6 +622,8 @@ def align_corpus(corpus: Path, out: Path, max_cost: float = DEFAULT_MAX_COST, wo
         raise AlignError(f"--workers must be >= 1, got {workers}")
     if not max_cost > 0:
         raise AlignError(f"--max-cost must be > 0, got {max_cost}")
+    if method not in METHODS:
+        raise AlignError(f"unknown --method {method!r}; choose from {', '.join(METHODS)}")
     if out.resolve() == corpus.resolve() or corpus.resolve() in out.resolve().parents:
         raise AlignError(f"{out}: --out must lie outside the corpus {corpus}")
     try:
@@ -621,13 +646,13 @@ def align_corpus(corpus: Path, out: Path, max_cost: float = DEFAULT_MAX_COST, wo
     started = time.perf_counter()
     if workers == 1:  # here: numba compiles once, no process to start
         results: Iterator[tuple[dict | None, str | None]] = (
-            _align_one(path, dest, max_cost) for path, dest in jobs)
+            _align_one(path, dest, max_cost, method) for path, dest in jobs)
     else:  # loky's reusable processes, as prep synth-slakh uses; results in track order
         from joblib.externals.loky import get_reusable_executor
 
         executor = get_reusable_executor(max_workers=workers)
         results = executor.map(_align_one, *zip(*jobs, strict=True),
-                               [max_cost] * len(jobs))
+                               [max_cost] * len(jobs), [method] * len(jobs))
     try:
         reports, errors, skipped = _collect(jobs, results, out, progress, log)
     finally:
@@ -635,7 +660,7 @@ def align_corpus(corpus: Path, out: Path, max_cost: float = DEFAULT_MAX_COST, wo
             executor.shutdown(wait=True)
     seconds = sum(r["seconds"] for r in reports)
     summary = {
-        "corpus": str(corpus), "method": METHOD, "settings": {
+        "corpus": str(corpus), "method": METHODS[method], "settings": {
             "feature_rate": FEATURE_RATE, "audio_rate": AUDIO_RATE,
             "onset_weight": ONSET_WEIGHT,
             "step_weights": list(STEP_WEIGHTS), "threshold_rec": THRESHOLD_REC,
@@ -643,7 +668,8 @@ def align_corpus(corpus: Path, out: Path, max_cost: float = DEFAULT_MAX_COST, wo
         "aligned": len(reports), "skipped": skipped,
         "audio_s": seconds, "wall_s": time.perf_counter() - started,
         "runtime_s": sum(r["runtime_s"] for r in reports),
-        "normalised_cost": {r["track"]: r["normalised_cost"] for r in reports},
+        "normalised_cost": {r["track"]: r["normalised_cost"] for r in reports
+                            if "normalised_cost" in r},
     }
     summary["real_time_factor"] = seconds / max(summary["runtime_s"], 1e-9)
     if errors:

@@ -694,10 +694,16 @@ def score_timing_text(timing: Any) -> str:
         return ("the corpus's own MIDI, aligned to the audio by construction (the audio was "
                 "rendered from it).")
     settings = timing.get("settings") or {}
-    text = (f"scores aligned to the audio by `prep align` ({timing.get('method')}, "
-            f"{settings.get('feature_rate')} frames/s, tracks above a normalised chroma cost "
-            f"of {settings.get('max_cost')} skipped): {timing.get('tracks_aligned')} tracks "
-            f"aligned, {timing.get('tracks_skipped')} skipped.")
+    if str(timing.get("method", "")).startswith("none"):
+        text = (f"the tracks' scores with their own timing, **not aligned** to the audio (`prep "
+                f"align --method none`, the baseline alignment is measured against): "
+                f"{timing.get('tracks_aligned')} tracks, {timing.get('tracks_skipped')} "
+                "skipped.")
+    else:
+        text = (f"scores aligned to the audio by `prep align` ({timing.get('method')}, "
+                f"{settings.get('feature_rate')} frames/s, tracks above a normalised chroma "
+                f"cost of {settings.get('max_cost')} skipped): {timing.get('tracks_aligned')} "
+                f"tracks aligned, {timing.get('tracks_skipped')} skipped.")
     error = timing.get("onset_error") or {}
     before, after = error.get("before") or {}, error.get("after") or {}
     if after.get("notes"):

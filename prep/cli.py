@@ -108,11 +108,14 @@ DEFAULT_MAX_COST = 0.5
                    "chroma, 1 orthogonal) is above this: its score does not fit its audio.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Tracks aligned in parallel.")
+@click.option("--method", type=click.Choice(["dtw", "none"]), default="dtw", show_default=True,
+              help="dtw aligns; none keeps the scores' own timing (the unaligned baseline, "
+                   "in the same layout, with the same reports).")
 @click.option("--allow-empty", is_flag=True,
               help="A corpus without track folders gives an empty aligned corpus, not an "
                    "error (a pipeline whose corpus stage rendered nothing).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def align_command(corpus: Path, out: Path, max_cost: float, workers: int,
+def align_command(corpus: Path, out: Path, max_cost: float, workers: int, method: str,
                   allow_empty: bool, no_progress: bool) -> None:
     """Align every track's score to its mixture audio (chroma + DLNCO onset features,
     multiresolution multiscale DTW; synctoolbox) and write a Slakh-layout corpus with the
@@ -129,13 +132,14 @@ def align_command(corpus: Path, out: Path, max_cost: float, workers: int,
       prep synth-slakh --preset tiny --out corpus/u --unaligned-scores
       prep align --corpus corpus/u --out corpus/u-aligned
       prep build-shards --slakh-root corpus/u-aligned --out data-aligned
+      prep align --corpus corpus/u --out corpus/u-unaligned --method none
     """
     from prep.align import AlignError, align_corpus
 
     try:
         summary = align_corpus(corpus, out, max_cost=max_cost, workers=workers,
                                progress=not no_progress, log=click.echo,
-                               allow_empty=allow_empty)
+                               allow_empty=allow_empty, method=method)
     except AlignError as error:
         raise click.ClickException(str(error)) from error
     line = (f"{out}: {summary['aligned']} tracks aligned, {len(summary['skipped'])} skipped, "

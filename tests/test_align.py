@@ -143,6 +143,27 @@ def test_onset_rows_mark_the_clicks_and_the_notes() -> None:
     np.testing.assert_allclose(row[50:60], ONSET_DECAY)
 
 
+def test_method_none_keeps_the_scores_timing_for_the_unaligned_baseline(
+        unaligned: Path, aligned: tuple[Path, dict], tmp_path: Path) -> None:
+    out = tmp_path / "unaligned-as-is"
+    result = CliRunner().invoke(main, ["align", "--corpus", str(unaligned), "--out", str(out),
+                                       "--method", "none", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / SUMMARY_FILE).read_text())
+    overall = summary["onset_error"]["overall"]
+    assert summary["aligned"] == TRACKS and summary["method"].startswith("none")
+    assert overall["after"] == overall["before"] == aligned[1]["onset_error"]["overall"][
+        "before"]
+    for track in sorted(p for p in out.glob("*/Track*") if p.is_dir()):
+        source = next(unaligned.glob(f"*/{track.name}")) / "score"
+        assert tree_bytes(track / "MIDI") == tree_bytes(source / "MIDI")
+        assert (track / "all_src.mid").read_bytes() == (source / "all_src.mid").read_bytes()
+    assert score_timing(out)["method"].startswith("none")
+    bad = CliRunner().invoke(main, ["align", "--corpus", str(unaligned), "--out", str(out),
+                                    "--method", "magic"])
+    assert bad.exit_code != 0 and "magic" in bad.output
+
+
 def test_aligned_corpus_builds_shards(aligned: tuple[Path, dict], tmp_path: Path) -> None:
     """With 2 workers, in the process that rendered and aligned (synth_slakh's executor once
     made joblib's workers fail here)."""
