@@ -121,7 +121,7 @@ def align_command(corpus: Path, out: Path, max_cost: float, workers: int, method
     multiresolution multiscale DTW; synctoolbox) and write a Slakh-layout corpus with the
     score's notes moved onto the audio.
 
-    Per-track reports (cost, normalised cost, runtime, and the onset error before and after
+    Per-track reports (cost, normalised cost, and the onset error before and after
     against score/warp.json where the corpus has it) go to OUT/alignment/, the summary to
     OUT/alignment.json. Tracks without a readable score or mixture, or above --max-cost, are
     skipped with a one-line reason. Shards built from OUT record the alignment in their
