@@ -55,6 +55,24 @@ def test_intervals_cover_the_truth_shrink_with_tracks_and_are_reproducible() -> 
     assert again.ratios == small.ratios  # same data and resampler seed: same intervals
 
 
+def test_paired_differences_cancel_what_the_two_rows_share() -> None:
+    rng = np.random.default_rng(0)
+    shared = rng.normal(0.0, 5.0, size=(12, 3))  # track difficulty, the same for both rows
+    rows = {"input mixture": [scores(np.zeros((12, 3)))],
+            "supervised": [scores(np.full((12, 3), 10.0))],
+            "a": [scores(shared + 1.0)], "b": [scores(shared)]}
+    table = bootstrap_table(rows, "input mixture", "supervised", n_resamples=500,
+                            differences=[("a", "b")])
+    difference = table.differences["a − b"]["avg"]
+    assert difference.point == pytest.approx(1.0)
+    assert difference.high - difference.low < 1e-9  # a constant offset: no spread at all
+    cell = table.cells["a"]["avg"]
+    assert cell.high - cell.low > 1.0  # while each row alone varies with the tracks drawn
+    with pytest.raises(ValueError, match="'c'"):
+        bootstrap_table(rows, "input mixture", "supervised", n_resamples=10,
+                        differences=[("a", "c")])
+
+
 def test_rows_on_other_tracks_are_refused() -> None:
     rows = {"input mixture": [scores(np.zeros((3, 3)))],
             "supervised": [scores(np.ones((3, 3)))],

@@ -25,7 +25,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -94,6 +94,7 @@ class IntervalTable:
     n_tracks: int
     n_resamples: int
     level: float
+    differences: dict[str, dict[str, Interval]] = field(default_factory=dict)  # "a − b": cells
 
 
 def _cells(seeds: Sequence[TrackScores], weights: np.ndarray) -> np.ndarray:
@@ -113,6 +114,7 @@ def bootstrap_table(
     n_resamples: int = 10_000,
     seed: int = 0,
     level: float = 0.95,
+    differences: Sequence[tuple[str, str]] = (),
 ) -> IntervalTable:
     """Every row's cells and gain ratio, each with a percentile-bootstrap interval.
 
@@ -123,12 +125,14 @@ def bootstrap_table(
         n_resamples: bootstrap resamples of the test tracks.
         seed: seeds the resampler, so the intervals are reproducible.
         level: coverage of the intervals.
+        differences: pairs (a, b) of rows whose paired difference a − b (dB, per instrument
+            and avg) gets its own interval, e.g. one recipe trained on two kinds of scores.
 
     Raises:
         ValueError: a row without seeds, rows scored on different tracks or instruments, or a
-            missing mixture/reference row.
+            missing mixture/reference row or difference row.
     """
-    for needed in (mixture, reference):
+    for needed in (mixture, reference, *(name for pair in differences for name in pair)):
         if needed not in rows:
             raise ValueError(f"no {needed!r} row among {sorted(rows)}")
     first = next(iter(rows.values()))[0]
@@ -160,7 +164,8 @@ def bootstrap_table(
     with np.errstate(divide="ignore", invalid="ignore"):
         ratios = {name: interval((v - values[mixture]) / gain_ref)
                   for name, v in values.items() if name not in (mixture, reference)}
-    return IntervalTable(first.instruments, cells, ratios, n_tracks, n_resamples, level)
+    diffs = {f"{a} − {b}": interval(values[a] - values[b]) for a, b in differences}
+    return IntervalTable(first.instruments, cells, ratios, n_tracks, n_resamples, level, diffs)
 
 
 def markdown(table: IntervalTable) -> str:
@@ -177,4 +182,9 @@ def markdown(table: IntervalTable) -> str:
               "| system " + head, rule]
     lines += [f"| {name} | " + " | ".join(str(row[c]) for c in columns) + " |"
               for name, row in table.ratios.items()]
+    if table.differences:
+        lines += ["", "Paired differences (dB), the same resamples.", "",
+                  "| difference " + head, rule]
+        lines += [f"| {name} | " + " | ".join(str(row[c]) for c in columns) + " |"
+                  for name, row in table.differences.items()]
     return "\n".join(lines) + "\n"

@@ -27,6 +27,9 @@ def main() -> None:
     parser.add_argument("--mixture", default="input mixture", help="the gain's zero")
     parser.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples")
     parser.add_argument("--seed", type=int, default=0, help="the resampler's seed")
+    parser.add_argument("--difference", nargs=2, action="append", default=[],
+                        metavar=("A", "B"), help="also the paired difference A − B of two "
+                        "systems, with its interval (repeatable)")
     args = parser.parse_args()
     from train.evaluate import read_details
     from train.intervals import TrackScores, bootstrap_table, markdown
@@ -39,7 +42,8 @@ def main() -> None:
             deterministic = system in (args.mixture, "oracle IRM")
             if not (deterministic and system in rows):
                 rows.setdefault(system, []).append(scores)
-    table = bootstrap_table(rows, args.mixture, args.reference, args.resamples, args.seed)
+    table = bootstrap_table(rows, args.mixture, args.reference, args.resamples, args.seed,
+                            differences=[tuple(pair) for pair in args.difference])
     print(markdown(table), end="")
 
 

@@ -75,6 +75,7 @@ score() {
   done
   # shellcheck disable=SC2046
   "$BIN/python" -m benchmarks.diagnostics.intervals --reference supervised \
+    --difference scorecritic-true scorecritic-aligned --difference scorecritic-true scorecritic-unaligned \
     $(for s in $SEEDS; do echo "$WORK/scores/seed$s"; done) | tee "$WORK/scores/table1.txt"
 }
 
