@@ -76,7 +76,7 @@ import numpy as np
 import pretty_midi
 import yaml
 
-from prep.slakh import METADATA_FILE, SlakhError, find_tracks
+from prep.slakh import METADATA_FILE, SYNTH_CONFIG_FILE, SlakhError, find_tracks
 from prep.unaligned import SCORE_DIR, WARP_FILE, ScoreError, read_warp, score_to_performance
 
 FEATURE_RATE = 50  # frames per second of every feature (synctoolbox's default)
@@ -88,7 +88,6 @@ TIMING_KEYS = ("runtime_s", "cpu_s", "real_time_factor")  # in returned reports,
 ONSET_TOLERANCE_S = 0.05  # "within 50 ms" of the onset-error report
 REPORT_DIR = "alignment"
 SUMMARY_FILE = "alignment.json"
-SYNTH_CONFIG_FILE = "synth_slakh.json"  # prep.build's: a rendered corpus's settings
 METHOD = ("synctoolbox MrMsDTW on chroma, DLNCO and a broadband onset row "
           "(mixture spectral flux against every score note's onset)")
 METHODS = {"dtw": METHOD, "none": "none: the scores' own timing, not aligned"}

@@ -134,6 +134,7 @@ from prep.shards import (
 from prep.slakh import (
     OMITTED_FOLDER,
     SPLITS,
+    SYNTH_CONFIG_FILE,
     SlakhError,
     SlakhTrack,
     TrackMetadata,
@@ -166,7 +167,6 @@ RESAMPLER_LIBRARY = {"soxr_hq": "soxr", "soxr_vhq": "soxr", "kaiser_best": "resa
 MAX_LENGTH_MISMATCH_S = 1.0  # stems differing by less are zero-padded, by more: track skipped
 DEFAULT_SLAKH_ROOT = Path("corpus/demo")
 BACKENDS = ("local", "dask")  # where shards are built: this machine, or a Dask cluster
-SYNTH_CONFIG_FILE = "synth_slakh.json"  # written by `prep synth-slakh` into its corpus root
 SHARD_NAME_RE = re.compile(r"^(train|validation|test)-(\d{5})(\.h5|\.build\.json)$")
 
 

@@ -81,7 +81,7 @@ from prep.shards import (
     read_attrs,
     read_manifest,
 )
-from prep.slakh import SlakhError, parse_instrument_map
+from prep.slakh import SYNTH_CONFIG_FILE, SlakhError, parse_instrument_map
 
 CARD_NAME = "DATA_CARD.md"
 SPLIT_ORDER = ("train", "validation", "test")
@@ -94,7 +94,6 @@ MEASURED_GB_PER_HOUR_NO_STEMS = 0.471
 MEASURED_GB_PER_HOUR_PER_STEM = 0.23
 DEFAULT_INSTRUMENT_MAP_SOURCE = "prep/data/instrument_map_programs.yaml"
 PATCH_MAP_NAME = "instrument_map_patches.yaml"
-SYNTH_CONFIG_FILE = "synth_slakh.json"  # written by prep.synth next to a demo corpus
 # An absolute path up to a split folder or track folder (what PathDisplay rewrites last).
 _TRACK_PATH_RE = re.compile(
     r"(?<![\w.])(?:/[^\s/:'\"`]+)+?/(?=(?:(?:train|validation|test|omitted)/)?Track\d{5}\b)"

@@ -46,6 +46,8 @@ SPLIT_SCHEMES: tuple[str, ...] = ("split2", "orig")
 AUDIO_EXTENSIONS: tuple[str, ...] = (".flac", ".wav")  # tried in this order
 MIDI_EXTENSION = ".mid"
 METADATA_FILE = "metadata.yaml"
+# a corpus rendered by `prep synth-slakh` holds its settings here, at its root (not a Slakh file)
+SYNTH_CONFIG_FILE = "synth_slakh.json"
 DEFAULT_INSTRUMENT_MAP = "instrument_map_programs.yaml"
 PATCH_INSTRUMENT_MAP = "instrument_map_patches.yaml"
 

@@ -65,6 +65,7 @@ from joblib.externals.loky import get_reusable_executor
 from tqdm import tqdm
 
 from prep.effects import EffectChain, EffectsError, apply_chain, draw_chain, effects_settings
+from prep.slakh import SYNTH_CONFIG_FILE
 from prep.synth_music import (
     DRUM_PROGRAM,
     OTHER_PROGRAMS,
@@ -120,7 +121,7 @@ LOUDNESS = "ITU-R BS.1770-4 integrated loudness, K-weighted, gated (LUFS)"
 NORMALIZATION_DB = -13.0  # Slakh's normalization_factor: every stem's loudness after scaling
 TARGET_PEAK_DB = -1.0  # Slakh's target_peak: the mix's peak after overall_gain
 PCM16_SCALE = 32767.0
-CONFIG_FILE = "synth_slakh.json"
+CONFIG_FILE = SYNTH_CONFIG_FILE  # the corpus settings file (prep.slakh)
 MIDI_RESOLUTION = 480  # ticks per quarter note: 16th-note grid is exact
 ORIGINAL_SPLITS = (("train", 1, 1500), ("validation", 1501, 1875), ("test", 1876, 2100))
 SPLIT_SHARES = (0.70, 0.15)  # train and validation share of the chosen ids; test is the rest
