@@ -18,7 +18,7 @@ The corpus is the one ``align_speed`` renders (``prep synth-slakh --unaligned-sc
 30 s, seed 0). The figures and what they mean: reports/bench/findings/36-alignment-accuracy.md.
 
     .venv/bin/python -m benchmarks.diagnostics.align_refinements [--corpus /tmp/bench/align6]
-        [--window 0.06] [--agree 0.01] [--json runs/bench/align_refinements.json]
+        [--window 0.06] [--agree 0.01] [--json runs-bench/align_refinements.json]
 """
 
 from __future__ import annotations

@@ -79,7 +79,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--val-windows", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
-    add_json_option(parser, Path("runs/bench-batch-size.json"))
+    add_json_option(parser, Path("runs-bench/batch-size.json"))
     args = parser.parse_args()
 
     result = {"machine": machine(), "step": args.step, "windows_per_epoch": args.windows_per_epoch,

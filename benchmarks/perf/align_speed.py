@@ -12,7 +12,7 @@ median onset error before and after. Then the onset errors of all notes pooled: 
 percentile and share within 50 ms, per instrument class and overall, before and after.
 
     .venv/bin/python -m benchmarks.perf.align_speed [--corpus /tmp/bench/align6]
-        [--tracks 6] [--seconds 30] [--bar-edits] [--json runs/bench/align_speed.json]
+        [--tracks 6] [--seconds 30] [--bar-edits] [--json runs-bench/align_speed.json]
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def main() -> None:
                         help="render scores that also drop or repeat a bar "
                              "(synth-slakh --score-bar-edits)")
     parser.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
-    add_json_option(parser, Path("runs/bench/align_speed.json"))
+    add_json_option(parser, Path("runs-bench/align_speed.json"))
     args = parser.parse_args()
 
     if args.child is not None:  # the measured process

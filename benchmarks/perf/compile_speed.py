@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=129)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=6)
-    add_json_option(parser, Path("runs/bench-compile-speed.json"))
+    add_json_option(parser, Path("runs-bench/compile-speed.json"))
     args = parser.parse_args()
 
     import torch

@@ -12,7 +12,7 @@ workers, under the same load for both. Aim: under 10 % over joblib; the overhead
 printed too.
 
     .venv/bin/python -m benchmarks.perf.dask_overhead [--corpus /tmp/bench/corpus30]
-        [--shard-mb 8] [--repeats 3] [--workers 2] [--json runs/bench/dask_overhead.json]
+        [--shard-mb 8] [--repeats 3] [--workers 2] [--json runs-bench/dask_overhead.json]
 
 A missing corpus is rendered first (30 x 60 s, seed 0; about a minute).
 """
@@ -118,7 +118,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2,
                         help="worker processes of both backends (1 leaves a core of a 2-core "
                              "machine to the scheduler and the driver)")
-    add_json_option(parser, Path("runs/bench/dask_overhead.json"))
+    add_json_option(parser, Path("runs-bench/dask_overhead.json"))
     args = parser.parse_args()
     from benchmarks.perf.prep_throughput import ensure_corpus
 

@@ -4,7 +4,7 @@
 # set made on the spot (32 tracks x 30 s, every core). Runs on a bare CUDA image: needs python3
 # with torch, h5py, numpy, joblib, tqdm, pyyaml, pytest (no dvclive: --no-dvclive).
 #
-#   bash benchmarks/perf/gpu.sh [OUTDIR]     # default runs/bench/gpu; ~6 min on one H200
+#   bash benchmarks/perf/gpu.sh [OUTDIR]     # default runs-bench/gpu; ~6 min on one H200
 #
 # OUTDIR gets all.log (every pass's output, as it goes), util.csv (GPU utilisation every 0.5 s)
 # and NAME.json per pass (benchmarks.perf.train_throughput's JSON). Passes, most important first:
@@ -17,7 +17,7 @@
 # window of each system with the achieved TFLOP/s and share of the bf16 peak
 # (benchmarks.perf.step_flops: flops.json).
 set -u
-OUT=${1:-runs/bench/gpu}
+OUT=${1:-runs-bench/gpu}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 cd "$(dirname "$0")/../.."  # the repository root: `python -m` finds benchmarks, prep and train

@@ -7,7 +7,7 @@ busy at least 90 % of each epoch", read as samples), and the peak memory nvidia-
 includes its set-up (shards check, model build, the warm-up epoch), so the figures are a lower
 bound of the measured epoch's.
 
-    python -m benchmarks.perf.gpu_util runs/bench/gpu [--json runs/bench/gpu/util.json]
+    python -m benchmarks.perf.gpu_util runs-bench/gpu [--json runs-bench/gpu/util.json]
 """
 
 from __future__ import annotations

@@ -411,7 +411,7 @@ def main() -> None:
     parser.add_argument("--fly-windows", type=int, default=30,
                         help="windows decoded on the fly (slow)")
     parser.add_argument("--skip-sweep", action="store_true", help="only the path comparison")
-    add_json_option(parser, Path("runs/bench/loading.json"))
+    add_json_option(parser, Path("runs-bench/loading.json"))
     args = parser.parse_args()
     import torch
 

@@ -20,7 +20,7 @@ Measured:
   there is something to parallelise).
 
     .venv/bin/python -m benchmarks.perf.prep_throughput [--corpus /tmp/bench/corpus30]
-        [--long-corpus /tmp/bench/corpus6min] [--repeats 3] [--json runs/bench/prep.json]
+        [--long-corpus /tmp/bench/corpus6min] [--repeats 3] [--json runs-bench/prep.json]
 
 Missing corpora are rendered first (30 x 60 s and 1 x 360 s, seed 0; about a minute).
 """
@@ -232,7 +232,7 @@ def main() -> None:
     parser.add_argument("--kaiser-tracks", type=int, default=6,
                         help="tracks for the resampy kaiser_best comparison (it is slow)")
     parser.add_argument("--repeats", type=int, default=3)
-    add_json_option(parser, Path("runs/bench/prep.json"))
+    add_json_option(parser, Path("runs-bench/prep.json"))
     args = parser.parse_args()
     corpus = ensure_corpus(args.corpus, 30, 60.0)
     long_corpus = ensure_corpus(args.long_corpus, 1, 360.0)

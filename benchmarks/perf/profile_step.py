@@ -11,8 +11,8 @@ the rows they saw (a critic run once per separated source shows up here). ``--tr
 Chrome trace (chrome://tracing, https://ui.perfetto.dev).
 
     python -m benchmarks.perf.profile_step --step step3 [--recipe scorecritic] [--preset tiny]
-        [--device cpu] [--steps 5] [--top 25] [--trace runs/bench/step3.trace.json]
-        [--set loss.use_aml=true] [--json runs/bench/profile_step3.json]
+        [--device cpu] [--steps 5] [--top 25] [--trace runs-bench/step3.trace.json]
+        [--set loss.use_aml=true] [--json runs-bench/profile_step3.json]
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def main() -> None:
     parser.add_argument("--synthetic", type=Path, default=None,
                         help="keep the synthetic shards here (reused by later runs)")
     parser.add_argument("--trace", type=Path, default=None, help="write a Chrome trace here")
-    add_json_option(parser, Path("runs/bench/profile_step.json"))
+    add_json_option(parser, Path("runs-bench/profile_step.json"))
     args = parser.parse_args()
 
     import torch

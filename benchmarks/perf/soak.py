@@ -16,7 +16,7 @@ checkpoint writes, resumed with ``--resume`` (or restarted when no ``last.pt`` e
 until it finishes, and its final weights must be bit-equal to an uninterrupted run's.
 
     .venv/bin/python -m benchmarks.perf.soak [--prep-kills 40] [--train-kills 12] [--seed 0]
-        [--json runs/soak.json]
+        [--json runs-bench/soak.json]
 
 Prints the counts (faults injected, kills that hit, survived, violations, tracks lost) and
 writes them as JSON.
@@ -230,7 +230,7 @@ def main() -> None:
     parser.add_argument("--prep-kills", type=int, default=40)
     parser.add_argument("--train-kills", type=int, default=12)
     parser.add_argument("--seed", type=int, default=0)
-    add_json_option(parser, Path("runs/soak.json"))
+    add_json_option(parser, Path("runs-bench/soak.json"))
     args = parser.parse_args()
     rng = random.Random(args.seed)
     start = time.perf_counter()

@@ -11,8 +11,8 @@ dilated depthwise convolutions, linear layers), not elementwise work, so it is t
 depend on the device), on a synthetic shard set (tests/test_data.py's tracks).
 
     python -m benchmarks.perf.step_flops [--preset paper] [--batch-size 16] [--steps 1]
-        [--systems step1,step3] [--throughput runs/bench/gpu/paper-w6.json ...]
-        [--peak-tflops 989.5] [--json runs/bench/step_flops.json]
+        [--systems step1,step3] [--throughput runs-bench/gpu/paper-w6.json ...]
+        [--peak-tflops 989.5] [--json runs-bench/step_flops.json]
 
 ``--throughput`` takes ``benchmarks.perf.train_throughput`` JSON files (e.g. those
 ``benchmarks/perf/gpu.sh`` writes) and prints, per system, windows/s, achieved TFLOP/s and the
@@ -62,7 +62,7 @@ def main() -> None:
     parser.add_argument("--throughput", type=Path, nargs="*", default=[],
                         help="train_throughput JSON files to turn into TFLOP/s")
     parser.add_argument("--peak-tflops", type=float, default=H200_BF16_DENSE_TFLOPS)
-    add_json_option(parser, Path("runs/bench/step_flops.json"))
+    add_json_option(parser, Path("runs-bench/step_flops.json"))
     args = parser.parse_args()
 
     from benchmarks.perf.train_throughput import SYSTEMS, synthetic_shards

@@ -10,7 +10,7 @@ the figures are those of the second (``--steps`` optimiser steps). Data wait = t
 ``--fp32`` trains without bf16 autocast.
 
     python -m benchmarks.perf.train_throughput [--shards data/] [--steps 20] [--workers 1]
-        [--device cpu] [--compare-threads 2] [--ddp] [--json runs/bench/train.json]
+        [--device cpu] [--compare-threads 2] [--ddp] [--json runs-bench/train.json]
     python -m benchmarks.perf.train_throughput --preset paper --device cuda --workers 6 --steps 80 \
         --synthetic /tmp/syn --train-tracks 32 --seconds 30 --no-dvclive [--fp32]
 
@@ -189,7 +189,7 @@ def main() -> None:
                         help="also run every system with this many torch threads forced "
                              "(e.g. nproc, torch's default before the trainer chose)")
     parser.add_argument("--ddp", action="store_true", help="also time 2-process DDP step1")
-    add_json_option(parser, Path("runs/bench/train.json"))
+    add_json_option(parser, Path("runs-bench/train.json"))
     args = parser.parse_args()
     import torch
 
