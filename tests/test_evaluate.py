@@ -264,7 +264,8 @@ def test_evaluate_end_to_end(tmp_path: Path, shard_root: Path) -> None:
     assert "oracle ideal ratio mask" in report and "0.86" in report
     scale = next(line for line in report.splitlines() if line.startswith("Training scale:"))
     assert "my-run 800." in scale and "4,800,000 per step" in scale
-    assert "not what the method reaches" in scale and "reports/bench/README.md" in scale
+    assert "cannot show what the method reaches" in scale and "2 test tracks" in scale
+    assert "reports/bench/README.md" in scale
     figures = sorted(p.name for p in (out / "figures").iterdir())
     assert "si_sdr.png" in figures
     assert "Track01876_my-run_spectrograms.png" in figures
