@@ -126,13 +126,29 @@ def test_owned_bin_remix_takes_each_instruments_owned_bins_from_its_donor() -> N
 def test_weight_average_and_critic_lr_units() -> None:
     net = nn.Linear(2, 2)
     assert averaged_copy(WeightAverageConfig(), net) is None
-    average = averaged_copy(WeightAverageConfig(decay=0.5), net)
+    d = 0.5
+    average = averaged_copy(WeightAverageConfig(decay=d), net)
+    seen = []
     with torch.no_grad():
-        before = net.weight.clone()
-        average.update_parameters(net)
-        net.weight.add_(2.0)
-        average.update_parameters(net)
-    torch.testing.assert_close(average.module.weight, before + 1.0)
+        for step in range(4):
+            net.weight.add_(float(step))
+            seen.append(net.weight.clone())
+            average.update_parameters(net)
+    # sum_s d^(t-s) w_s / sum_s d^(t-s): the first step weighs d^3 of 1.875, not d^3 of 1
+    mass = [d ** (len(seen) - 1 - s) for s in range(len(seen))]
+    expected = sum(m * w for m, w in zip(mass, seen, strict=True)) / sum(mass)
+    torch.testing.assert_close(average.module.weight, expected)
+    plain = seen[0]
+    for w in seen[1:]:
+        plain = d * plain + (1 - d) * w  # the EMA started from a copy of w_1
+    assert not torch.allclose(average.module.weight, plain)
+    # a run much longer than the window: the plain EMA's
+    long_run = averaged_copy(WeightAverageConfig(decay=d), net)
+    with torch.no_grad():
+        for _ in range(60):
+            long_run.update_parameters(net)
+            net.weight.add_(1.0)
+    torch.testing.assert_close(long_run.module.weight, net.weight - 1.0 - d / (1 - d))
     step3 = ("separator", "transcriptor")
     assert critic_lr(CriticLrConfig(scale=8.0), 1e-3, "transcriptor", step3) == pytest.approx(8e-3)
     assert critic_lr(CriticLrConfig(scale=8.0), 1e-3, "separator", step3) == 1e-3

@@ -348,7 +348,9 @@ class WeightAverageConfig:
 
     Updated after every optimiser step; validation measures the averaged networks and the
     checkpoints hold them. A stem-free way to damp the epoch-to-epoch wander of a separator
-    trained against a moving critic. Finding: reports/bench/findings/16-weight-average.md.
+    trained against a moving critic. The average is normalised over the run's own steps
+    (:func:`train.extensions.normalised_ema`), so a run shorter than its window does not keep
+    the weights it started from. Findings: reports/bench/findings/16-weight-average.md, 39.
 
     Attributes:
         decay: per-step decay (0 = off; 0.995 averages over about 200 steps).

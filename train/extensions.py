@@ -27,7 +27,7 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from train import losses as L
 from train.config import (
@@ -46,6 +46,7 @@ __all__ = [
     "owned_bin_remix",
     "owned_bin_remix_loss",
     "owned_remix_loss",
+    "normalised_ema",
     "averaged_copy",
     "critic_lr",
 ]
@@ -186,12 +187,35 @@ def owned_remix_loss(
 # --- weight_average ---------------------------------------------------------------------------
 
 
+def normalised_ema(decay: float) -> Callable[[list[Tensor], list[Tensor], Tensor], None]:
+    """The update of an exponential moving average normalised over the steps seen so far.
+
+    After t updates with weights w_1..w_t the average is
+    sum_s d^(t-s) w_s / sum_s d^(t-s): each step weighs d^(t-s), the first one included, so a
+    run shorter than the window (about 1 / (1 - d) steps) averages its own steps only. The
+    plain EMA that starts from a copy of w_1 gives w_1 the weight d^(t-1) instead, the mass of
+    every step before it: 0.37 after 200 steps at d = 0.995, where a 200-step step 3 would
+    keep 37 % of the separator it started from. Both agree once t is many windows long.
+
+    The update is avg += (w_t - avg) (1 - d) / (1 - d^t), read on the device (no host sync).
+    It is ``multi_avg_fn`` of :class:`~torch.optim.swa_utils.AveragedModel`, which copies w_1
+    and then calls it with ``n_averaged`` = t - 1.
+    """
+
+    def update(averaged: list[Tensor], current: list[Tensor], n_averaged: Tensor) -> None:
+        step = n_averaged.to(averaged[0].dtype) + 1  # t, counting this update
+        weight = (1 - decay) / (1 - decay**step)  # 0-dim, on the device
+        torch._foreach_lerp_(averaged, current, weight)
+
+    return update
+
+
 def averaged_copy(config: WeightAverageConfig, module: nn.Module) -> AveragedModel | None:
-    """An exponential moving average of ``module``'s weights (None when off); the trainer
-    calls ``update_parameters(module)`` after every optimiser step."""
+    """A moving average of ``module``'s weights (:func:`normalised_ema`; None when off); the
+    trainer calls ``update_parameters(module)`` after every optimiser step."""
     if config.decay <= 0:
         return None
-    return AveragedModel(module, multi_avg_fn=get_ema_multi_avg_fn(config.decay)).eval()
+    return AveragedModel(module, multi_avg_fn=normalised_ema(config.decay)).eval()
 
 
 # --- critic_lr --------------------------------------------------------------------------------
