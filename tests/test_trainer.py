@@ -398,9 +398,10 @@ def test_weight_average_validates_and_saves_the_moving_average_of_the_weights(
 
     trainer.optimizer.step = recording_step
     metrics = trainer.fit()
-    expected = iterates[0]  # the average starts at the first update's weights
-    for weights in iterates[1:]:
-        expected = [decay * e + (1 - decay) * w for e, w in zip(expected, weights, strict=True)]
+    # sum_s d^(t-s) w_s / sum_s d^(t-s) over the weights after each update (normalised_ema)
+    mass = [decay ** (len(iterates) - 1 - s) for s in range(len(iterates))]
+    expected = [sum(m * w[k] for m, w in zip(mass, iterates, strict=True)) / sum(mass)
+                for k in range(len(iterates[0]))]
     saved = list(load_model(out / "best.pt").parameters())
     torch.testing.assert_close(saved, expected)
     assert not all(torch.equal(s, w) for s, w in zip(saved, iterates[-1], strict=True))
