@@ -18,6 +18,7 @@ import resource
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from benchmarks.common import add_json_option, description, machine, write_json
 
@@ -37,17 +38,19 @@ def per_pass(model, x, repeats: int) -> float:
     return (cpu_seconds() - start) / repeats
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=description(__doc__))
+def add_network_options(parser: argparse.ArgumentParser) -> None:
+    """The network, input size, threads and repeats of a one-network timing."""
     parser.add_argument("--preset", default="tiny", choices=("tiny", "paper"))
     parser.add_argument("--net", default="transcriptor", choices=("transcriptor", "separator"))
     parser.add_argument("--rows", type=int, default=40)
     parser.add_argument("--frames", type=int, default=129)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=6)
-    add_json_option(parser, Path("runs-bench/compile-speed.json"))
-    args = parser.parse_args()
 
+
+def network_and_input(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The ``--net`` of ``--preset`` (3 instruments, seed 0) and random input
+    [rows, F, frames], with torch held to ``--threads`` intra-op threads."""
     import torch
 
     from prep.features import N_BINS
@@ -57,7 +60,19 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = build_model(args.net, replace(sized(args.preset).model, n_instruments=3))
-    x = torch.rand(args.rows, N_BINS, args.frames)
+    return model, torch.rand(args.rows, N_BINS, args.frames)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=description(__doc__))
+    add_network_options(parser)
+    add_json_option(parser, Path("runs-bench/compile-speed.json"))
+    args = parser.parse_args()
+
+    import torch
+
+    model, x = network_and_input(args)
+    n_bins = x.shape[1]
     eager = per_pass(model, x, args.repeats)
     start = time.time()
     compiled = torch.compile(model)
@@ -66,7 +81,7 @@ def main() -> None:
     fast = per_pass(compiled, x, args.repeats)
     with torch.no_grad():
         diff = (model(x) - compiled(x)).abs().max().item()
-    print(f"{args.net} ({args.preset}, {args.rows} x {N_BINS} x {args.frames}, "
+    print(f"{args.net} ({args.preset}, {args.rows} x {n_bins} x {args.frames}, "
           f"{args.threads} thread(s)): eager {eager:.3f} CPU-s per forward+backward, compiled "
           f"{fast:.3f} ({eager / fast:.2f}x), compile {compile_s:.0f} s, max |diff| {diff:.2g}")
     write_json(args.json, {"machine": machine(), **vars(args), "json": str(args.json),

@@ -15,12 +15,11 @@ Usage:
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from benchmarks.common import add_json_option, description, machine, write_json
-from benchmarks.perf.compile_speed import per_pass
+from benchmarks.perf.compile_speed import add_network_options, network_and_input, per_pass
 
 
 def block_btc(block: Any, x: Any) -> tuple[Any, Any]:
@@ -61,33 +60,22 @@ def tcn_btc(tcn: Any, spec: Any) -> Any:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=description(__doc__))
-    parser.add_argument("--preset", default="tiny", choices=("tiny", "paper"))
-    parser.add_argument("--net", default="transcriptor", choices=("transcriptor", "separator"))
-    parser.add_argument("--rows", type=int, default=40)
-    parser.add_argument("--frames", type=int, default=129)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=6)
+    add_network_options(parser)
     add_json_option(parser, Path("runs-bench/layout-speed.json"))
     args = parser.parse_args()
 
     import torch
 
-    from prep.features import N_BINS
-    from train.config import sized
-    from train.model import build_model
-
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    tcn = build_model(args.net, replace(sized(args.preset).model, n_instruments=3)).tcn
+    model, x = network_and_input(args)
+    tcn = model.tcn
     with torch.no_grad():  # move every parameter off its initial value (PReLU, norms, biases)
         for p in tcn.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    x = torch.rand(args.rows, N_BINS, args.frames)
     channels_first = per_pass(tcn, x, args.repeats)
     channels_last = per_pass(lambda s: tcn_btc(tcn, s), x, args.repeats)
     with torch.no_grad():
         diff = (tcn(x) - tcn_btc(tcn, x)).abs().max().item()
-    print(f"{args.net} TCN ({args.preset}, {args.rows} x {N_BINS} x {args.frames}, "
+    print(f"{args.net} TCN ({args.preset}, {args.rows} x {x.shape[1]} x {args.frames}, "
           f"{args.threads} thread(s)): [B, C, T] {channels_first:.3f} CPU-s per "
           f"forward+backward, [B, T, C] {channels_last:.3f} "
           f"({channels_first / channels_last:.2f}x), max |diff| {diff:.2g}")
